@@ -1,0 +1,66 @@
+"""Every cipher, lifetime, port and path in one place.
+
+The proposal sets follow shared/clients.md. Ordering matters: strongSwan, as responder,
+walks its own list first and picks the first algorithm of each kind that the client offers.
+"""
+
+from pathlib import Path
+from typing import Final
+
+DATA_DIR: Final = Path("/data")
+CONNECTION_NAME: Final = "ikev2-vpn"
+POOL_V4_NAME: Final = "pool-v4"
+IKE_PORT: Final = 500
+NATT_PORT: Final = 4500
+
+# --- Proposals -------------------------------------------------------------------------
+# Key exchange groups accepted everywhere; MODP-2048 stays because iOS and macOS offer it
+# first when set up by hand, and RFC 8247 lists it as MUST.
+_STRONG_KE: Final = "curve25519-ecp384-ecp256-modp3072-modp2048"
+
+IKE_STRONG: Final = (
+    f"aes256gcm16-aes128gcm16-prfsha384-prfsha256-prfsha512-{_STRONG_KE}",
+    f"aes256-aes128-sha384-sha256-sha512-{_STRONG_KE}",
+)
+# ESP: "none" makes PFS optional. macOS rekeys its CHILD_SA without a DH group and Windows
+# never uses PFS, while iOS and strongSwan clients may propose one.
+ESP_STRONG_AEAD: Final = f"aes256gcm16-aes128gcm16-{_STRONG_KE}-none"
+ESP_STRONG_CBC: Final = f"aes256-aes128-sha384-sha256-sha512-{_STRONG_KE}-none"
+
+# Exactly what a hand-made connection on stock Windows needs (it only offers MODP-1024 for
+# IKE and SHA-1 for ESP, without PFS). iOS and macOS also offer legacy suites, but always
+# after strong ones the server accepts, so nothing else is added.
+IKE_LEGACY: Final = ("aes256-sha256-modp1024",)
+ESP_LEGACY: Final = ("aes256-sha1",)
+
+# --- Timers ----------------------------------------------------------------------------
+# DPD: probe a silent client after 30 s; with 3 retransmits (4 s base, 1.8 back-off) a dead
+# client is cleared about 80 s after it went silent and its pool address is returned.
+DPD_DELAY: Final = "30s"
+RETRANSMIT_TRIES: Final = 3
+# The server never starts a rekey: clients do, on their own schedules. A server-initiated
+# CHILD_SA rekey carries a DH group, which macOS (rekeys without PFS) and Windows (no PFS)
+# refuse, dropping the tunnel (Algo runs with rekey=no for the same reason). Dead clients
+# are cleared by DPD instead of by lifetimes.
+SERVER_REKEY_TIME: Final = "0"
+
+# --- Network ---------------------------------------------------------------------------
+# Largest TCP MSS that fits through NAT-T encapsulation on a 1500-byte path (and through
+# kernel-libipsec's 1400-byte ipsec0 device).
+TCP_MSS: Final = 1360
+SYSCTLS: Final = {
+    "net.ipv4.ip_forward": "1",
+    # Redirects make no sense on a tunnel endpoint and leak the topology.
+    "net.ipv4.conf.all.accept_redirects": "0",
+    "net.ipv4.conf.all.send_redirects": "0",
+}
+
+# --- Generated credentials --------------------------------------------------------------
+GENERATED_USER: Final = "vpnuser"
+# No look-alike characters: the password gets typed on phones.
+PASSWORD_ALPHABET: Final = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # noqa: S105
+PASSWORD_LENGTH: Final = 20
+
+# Public address detection (only when VPN_HOST is unset and VPN_HOST_DETECT is on).
+HOST_DETECT_URLS: Final = ("https://api.ipify.org", "https://ipv4.icanhazip.com")
+HOST_DETECT_TIMEOUT_S: Final = 3.0

@@ -1,0 +1,1 @@
+"""Starting and supervising charon, talking to it over VICI."""

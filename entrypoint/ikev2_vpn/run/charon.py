@@ -1,0 +1,78 @@
+"""charon as a supervised child of the entrypoint (PID 1 in the container).
+
+SIGTERM/SIGINT are forwarded to charon, orphans are reaped, and the container's exit status
+tells the orchestrator whether charon stopped on request (0) or died (non-zero).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+from pathlib import Path
+from types import FrameType
+
+log = logging.getLogger(__name__)
+
+CHARON = Path("/usr/lib/ipsec/charon")
+STALE_FILES = (Path("/var/run/charon.pid"), Path("/var/run/charon.vici"))
+STOP_TIMEOUT_S = 6.0  # Docker's default stop timeout is 10 s
+
+
+class StopRequested(Exception):
+    """SIGTERM/SIGINT arrived before charon was started."""
+
+
+class Supervisor:
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._on_signal)
+        signal.signal(signal.SIGINT, self._on_signal)
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+        if self.process is None:
+            raise StopRequested
+        if self.process.poll() is None:
+            self.process.send_signal(signum)
+
+    def start(self) -> None:
+        for stale in STALE_FILES:  # left behind when the container was killed
+            stale.unlink(missing_ok=True)
+        self.process = subprocess.Popen([str(CHARON)], stdin=subprocess.DEVNULL)
+        log.info("charon started (pid %d)", self.process.pid)
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def supervise(self) -> int:
+        """Wait for charon to exit, reaping any other child. Returns the exit status."""
+        if self.process is None:
+            raise RuntimeError("supervise() before start()")
+        while True:
+            pid, status = os.waitpid(-1, 0)
+            if pid == self.process.pid:
+                self.process.returncode = os.waitstatus_to_exitcode(status)
+                return self._exit_status(self.process.returncode)
+
+    def stop(self) -> int:
+        """Stop charon (after a failed start, or on request) within STOP_TIMEOUT_S."""
+        if self.process is None or not self.alive():
+            return 0
+        self.process.terminate()
+        try:
+            self.process.wait(STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        return 0
+
+    def _exit_status(self, code: int) -> int:
+        if self.stopping:
+            log.info("charon stopped")
+            return 0
+        how = f"signal {-code}" if code < 0 else f"status {code}"
+        log.error("charon exited unexpectedly (%s); exiting so the container is restarted", how)
+        return 128 - code if code < 0 else (code or 1)

@@ -1,0 +1,433 @@
+"""Settings: the only module that reads environment variables and ``*_FILE`` secrets.
+
+Everything after this step takes a validated :class:`Settings` and never looks at
+``os.environ``. Invalid input becomes :class:`ConfigError` lines that name the variable,
+say what is wrong and what to do, and never echo a secret.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Mapping
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from .errors import ConfigError, ConfigErrors
+
+ENV_PREFIX = "VPN_"
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# EAP identities: letters, digits and . _ @ + - (no spaces, no colon: it separates the
+# password in VPN_USERS). Starts with a letter or digit; at most 64 characters.
+_USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
+_DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+class Backend(StrEnum):
+    AUTO = "auto"
+    KERNEL = "kernel"
+    USERSPACE = "userspace"
+
+
+class ProposalSet(StrEnum):
+    COMPATIBLE = "compatible"
+    MODERN = "modern"
+
+
+class CertSource(StrEnum):
+    SELF_SIGNED = "self-signed"
+    FILES = "files"
+
+
+class Account(BaseModel):
+    """A VPN login: EAP-MSCHAPv2 name and password."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    password: SecretStr
+    source: str  # the setting that declared it, for error messages
+
+
+def check_username(name: str) -> str:
+    """Return the problem with a user name, or an empty string when it is fine."""
+    if not name:
+        return "a user name is empty"
+    if not _USERNAME.fullmatch(name):
+        return (
+            f"user name {name!r} is not allowed (use 1-64 letters, digits and . _ @ + -, "
+            "starting with a letter or digit)"
+        )
+    return ""
+
+
+def _account(name: str, password: str, source: str) -> Account:
+    if problem := check_username(name):
+        raise ValueError(f"{problem}; rename the user")
+    if not password:
+        raise ValueError(f"user {name!r} has an empty password; give every user a password")
+    return Account(name=name, password=SecretStr(password), source=source)
+
+
+class UsersFile(BaseModel):
+    """The accounts read from VPN_USERS_FILE."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: Path
+    accounts: tuple[Account, ...]
+
+
+def parse_users_file(text: str) -> tuple[Account, ...]:
+    """One ``name:password`` per line; the password is everything after the first colon.
+
+    Blank lines and lines starting with ``#`` are skipped. Only the line ending is removed
+    from the password, so any other character (spaces included) is part of it.
+    """
+    accounts = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        name, colon, password = line.partition(":")
+        if not colon:
+            raise ValueError(f"line {number} has no colon; write one 'name:password' per line")
+        accounts.append(_account(name, password, f"VPN_USERS_FILE line {number}"))
+    return tuple(accounts)
+
+
+def _read_text(setting: str, path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(setting, f"{path} does not exist", "mount the file or unset it") from None
+    except PermissionError:
+        raise ConfigError(
+            setting, f"{path} is not readable", "make it readable by the container's root user"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(setting, f"{path} is a directory", "point it at a file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(setting, f"{path} is not UTF-8 text", "save it as UTF-8") from None
+
+
+class FileVariantSource(PydanticBaseSettingsSource):
+    """``VPN_<NAME>_FILE=/path``: the value of ``VPN_<NAME>`` read from a file.
+
+    The Docker and Kubernetes way of passing secrets. One trailing newline is removed (what
+    ``echo secret > file`` adds); the rest is used verbatim.
+    """
+
+    FIELDS = ("password",)
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        raise NotImplementedError  # __call__ is overridden; pydantic-settings never calls this
+
+    def __call__(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for field in self.FIELDS:
+            direct = ENV_PREFIX + field.upper()
+            variant = direct + "_FILE"
+            path = os.environ.get(variant)
+            if not path:
+                continue
+            if os.environ.get(direct):
+                raise ConfigError(variant, f"both {direct} and {variant} are set", "keep one")
+            text = _read_text(variant, Path(path))
+            values[field] = text.removesuffix("\n").removesuffix("\r")
+        return values
+
+
+class Settings(BaseSettings):
+    """Validated container settings. Field ``x`` is read from ``VPN_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        env_ignore_empty=True,  # compose files pass unset variables as empty strings
+        extra="ignore",
+        frozen=True,
+    )
+
+    host: str | None = None
+    host_detect: bool = True
+    user: str | None = None
+    password: SecretStr | None = None
+    users: Annotated[tuple[Account, ...], NoDecode] = ()
+    users_file: Annotated[UsersFile | None, NoDecode] = None
+    pool_v4: ipaddress.IPv4Network = ipaddress.IPv4Network("10.10.10.0/24")
+    dns: Annotated[tuple[IPAddress, ...], NoDecode] = (
+        ipaddress.IPv4Address("1.1.1.1"),
+        ipaddress.IPv4Address("1.0.0.1"),
+    )
+    ipsec_backend: Backend = Backend.AUTO
+    proposals: ProposalSet = ProposalSet.COMPATIBLE
+    cert: CertSource = CertSource.SELF_SIGNED
+    cert_path: Path = Path("/certs/fullchain.pem")
+    key_path: Path = Path("/certs/privkey.pem")
+    chain_path: Path | None = None
+    log_level: int = Field(default=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, FileVariantSource(settings_cls))
+
+    # --- field validators: messages are "problem; fix" ----------------------------------
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _host(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        text = str(value)
+        try:
+            address = ipaddress.ip_address(text)
+        except ValueError:
+            if not _is_dns_name(text):
+                raise ValueError(
+                    f"{text!r} is neither an IP address nor a DNS name; "
+                    "give the name or address clients dial, without scheme or port"
+                ) from None
+            return text.lower().rstrip(".")
+        if address.is_unspecified or address.is_loopback or address.is_multicast:
+            raise ValueError(
+                f"{text} cannot be dialled by clients; give the server's public address or name"
+            )
+        return str(address)
+
+    @field_validator("user", mode="after")
+    @classmethod
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and (problem := check_username(value)):
+            raise ValueError(f"{problem}; rename the user")
+        return value
+
+    @field_validator("users", mode="before")
+    @classmethod
+    def _users(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        accounts = []
+        for item in value.split():
+            name, colon, password = item.partition(":")
+            if not colon:
+                raise ValueError(
+                    f"entry {name!r} has no password; write name:password pairs separated "
+                    "by spaces (use VPN_USERS_FILE for passwords with spaces)"
+                )
+            accounts.append(_account(name, password, "VPN_USERS"))
+        return tuple(accounts)
+
+    @field_validator("users_file", mode="before")
+    @classmethod
+    def _users_file(cls, value: Any) -> Any:
+        if not isinstance(value, str | Path):
+            return value
+        path = Path(value)
+        accounts = parse_users_file(_read_text("VPN_USERS_FILE", path))
+        if not accounts:
+            raise ValueError(f"{path} lists no users; add 'name:password' lines or unset it")
+        return UsersFile(path=path, accounts=accounts)
+
+    @field_validator("pool_v4", mode="before")
+    @classmethod
+    def _pool_v4(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            pool = ipaddress.IPv4Network(value, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IPv4 network; use CIDR notation like 10.10.10.0/24"
+            ) from None
+        if str(pool) != value:
+            raise ValueError(f"{value!r} has host bits set; use {pool}")
+        if not 8 <= pool.prefixlen <= 30:
+            raise ValueError(f"/{pool.prefixlen} is out of range; use a prefix from /8 to /30")
+        if not (pool.is_private or pool.subnet_of(ipaddress.IPv4Network("100.64.0.0/10"))):
+            raise ValueError(
+                f"{pool} is public address space; use a private range such as 10.10.10.0/24"
+            )
+        return pool
+
+    @field_validator("dns", mode="before")
+    @classmethod
+    def _dns(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        servers = []
+        for item in value.replace(",", " ").split():
+            try:
+                servers.append(ipaddress.ip_address(item))
+            except ValueError:
+                raise ValueError(
+                    f"{item!r} is not an IP address; list DNS server addresses separated by commas"
+                ) from None
+        if not servers:
+            raise ValueError("no DNS server given; list at least one address")
+        return tuple(servers)
+
+    @field_validator("ipsec_backend", "proposals", "cert", mode="before")
+    @classmethod
+    def _choice(cls, value: Any, info: Any) -> Any:
+        choices = {
+            "ipsec_backend": Backend,
+            "proposals": ProposalSet,
+            "cert": CertSource,
+        }[info.field_name]
+        if isinstance(value, str) and value.lower() not in {c.value for c in choices}:
+            allowed = ", ".join(c.value for c in choices)
+            raise ValueError(f"{value!r} is not a known value; use one of: {allowed}")
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _log_level(cls, value: Any) -> Any:
+        try:
+            level = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{value!r} is not a number; use 0, 1 or 2") from None
+        if not 0 <= level <= 2:
+            raise ValueError(
+                f"{level} is out of range (higher levels log key material); use 0, 1 or 2"
+            )
+        return level
+
+    # --- derived ------------------------------------------------------------------------
+
+    def accounts(self) -> tuple[Account, ...]:
+        """Every account the operator declared, from all user settings together."""
+        declared: list[Account] = []
+        if self.user is not None and self.password is not None:
+            declared.append(Account(name=self.user, password=self.password, source="VPN_USER"))
+        declared.extend(self.users)
+        if self.users_file is not None:
+            declared.extend(self.users_file.accounts)
+        return tuple(declared)
+
+
+def _is_dns_name(text: str) -> bool:
+    name = text.rstrip(".")
+    labels = name.split(".")
+    return (
+        0 < len(name) <= 253
+        and all(_DNS_LABEL.fullmatch(label) for label in labels)
+        and not labels[-1].isdigit()  # "1.2.3.999" is a broken address, not a name
+    )
+
+
+# --- loading and error reporting ---------------------------------------------------------
+
+_SECRET_FIELDS = {"password", "users"}
+
+
+def env_name(field: str) -> str:
+    return ENV_PREFIX + field.upper()
+
+
+def known_variables() -> set[str]:
+    names = {env_name(field) for field in Settings.model_fields}
+    names.update(env_name(field) + "_FILE" for field in FileVariantSource.FIELDS)
+    return names
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """Warnings for VPN_* variables nobody reads: usually a typo worth pointing out."""
+    known = known_variables()
+    warnings = []
+    for name in sorted(environ):
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]}?" if close else "; it is ignored"
+            warnings.append(f"{name}: not a setting of this image{hint}")
+    return warnings
+
+
+def _to_config_error(error: Mapping[str, Any]) -> ConfigError:
+    field = str(error["loc"][0]) if error["loc"] else ""
+    setting = env_name(field) if field else "settings"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    if error["type"] == "value_error" and "; " in message:
+        problem, fix = message.split("; ", 1)
+        return ConfigError(setting, problem, fix)
+    shown = "" if field in _SECRET_FIELDS else f" (got {error.get('input')!r})"
+    return ConfigError(setting, f"{message}{shown}", "see the settings table in README.md")
+
+
+def _check_combinations(settings: Settings) -> None:
+    if settings.user is not None and settings.password is None:
+        raise ConfigError(
+            "VPN_PASSWORD",
+            "VPN_USER is set without a password",
+            "set VPN_PASSWORD or VPN_PASSWORD_FILE",
+        )
+    if settings.password is not None and settings.user is None:
+        raise ConfigError("VPN_USER", "VPN_PASSWORD is set without a user name", "set VPN_USER")
+    if settings.password is not None and not settings.password.get_secret_value():
+        raise ConfigError("VPN_PASSWORD", "the password is empty", "set a non-empty password")
+    seen: dict[str, str] = {}
+    for account in settings.accounts():
+        if account.name in seen:
+            raise ConfigError(
+                _setting_of(account.source),
+                f"user {account.name!r} is declared twice ({seen[account.name]} and "
+                f"{account.source})",
+                "keep one definition",
+            )
+        seen[account.name] = account.source
+    if settings.cert is CertSource.SELF_SIGNED and (settings.chain_path is not None):
+        raise ConfigError(
+            "VPN_CHAIN_PATH",
+            "is only used with VPN_CERT=files",
+            "set VPN_CERT=files or unset VPN_CHAIN_PATH",
+        )
+
+
+def _setting_of(source: str) -> str:
+    return source.split(" ", 1)[0]
+
+
+def load_settings() -> Settings:
+    """Validate the environment; raise ConfigErrors listing every problem found."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise ConfigErrors([_to_config_error(e) for e in exc.errors()]) from None
+    except ConfigError as exc:
+        raise ConfigErrors([exc]) from None
+    try:
+        _check_combinations(settings)
+    except ConfigError as exc:
+        raise ConfigErrors([exc]) from None
+    return settings
+
+
+def describe(settings: Settings) -> Iterable[str]:
+    """The effective settings as log lines, with secrets left out."""
+    yield f"VPN_HOST={settings.host or '(auto)'} VPN_HOST_DETECT={settings.host_detect}"
+    names = ", ".join(account.name for account in settings.accounts()) or "(generated)"
+    yield f"users: {names}"
+    yield (
+        f"VPN_POOL_V4={settings.pool_v4} VPN_DNS={','.join(map(str, settings.dns))} "
+        f"VPN_IPSEC_BACKEND={settings.ipsec_backend} VPN_PROPOSALS={settings.proposals} "
+        f"VPN_CERT={settings.cert}"
+    )

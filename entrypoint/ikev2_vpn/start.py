@@ -1,0 +1,104 @@
+"""The start-up pipeline: environment -> settings -> state -> render -> apply -> run.
+
+Every check that can fail on the operator's input runs before anything is written or
+started; the first problem stops the container with one line and a non-zero status.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from . import defaults, render
+from .apply import backend, network
+from .apply.files import write_configuration
+from .identity import ServerIdentity, resolve_identity
+from .run import vici_session
+from .run.charon import Supervisor
+from .settings import CertSource, Settings, describe, load_settings, unknown_variables
+from .state import certcheck, pki
+from .state.credentials import ServerCredentials
+from .state.users import resolve_accounts
+
+log = logging.getLogger("ikev2_vpn")
+
+
+def run() -> int:
+    supervisor = Supervisor()  # handles SIGTERM from here on
+    for warning in unknown_variables(os.environ):
+        log.warning(warning)
+    settings = load_settings()
+    for line in describe(settings):
+        log.info(line)
+
+    # What the system offers (read-only, except the probe's throw-away XFRM state).
+    egress = network.find_egress()
+    network.check_pool(settings.pool_v4, egress)
+    choice = backend.choose_backend(
+        settings.ipsec_backend, backend.probe_kernel(), backend.tun_available()
+    )
+    log.info("IPsec backend: %s (%s)", choice.backend, choice.reason)
+    identity = resolve_identity(settings, egress)
+    log.info("server identity: %s (%s)", identity.host, identity.reason)
+
+    # State under /data.
+    credentials = _credentials(settings, identity)
+    accounts = resolve_accounts(settings.accounts(), defaults.DATA_DIR)
+    if accounts.generated is not None:
+        log.warning(
+            "no user configured: created user %r with password %s (shown once, kept in %s)",
+            accounts.generated.name,
+            accounts.generated.password.get_secret_value(),
+            defaults.DATA_DIR / "users.json",
+        )
+
+    plan = render.Plan(
+        host=identity.host,
+        accounts=accounts.accounts,
+        credentials=credentials,
+        pool_v4=settings.pool_v4,
+        dns=settings.dns,
+        backend=choice,
+        proposals=settings.proposals,
+        log_level=settings.log_level,
+        egress_interface=egress.interface,
+    )
+
+    # Apply.
+    network.enable_forwarding()
+    network.apply_firewall(render.nftables_conf(plan))
+    write_configuration(render.strongswan_conf(plan), render.swanctl_conf(plan), credentials)
+
+    # Run.
+    supervisor.start()
+    try:
+        session = vici_session.wait_for_charon(supervisor.alive)
+        vici_session.load(session, render.vici_config(plan))
+    except vici_session.ViciError:
+        supervisor.stop()
+        raise
+    _announce(settings, identity, plan)
+    return supervisor.supervise()
+
+
+def _credentials(settings: Settings, identity: ServerIdentity) -> ServerCredentials:
+    if settings.cert is CertSource.FILES:
+        return certcheck.load_operator_credentials(
+            settings.cert_path, settings.key_path, settings.chain_path, identity.host
+        )
+    return pki.ensure_self_signed(defaults.DATA_DIR, identity.host)
+
+
+def _announce(settings: Settings, identity: ServerIdentity, plan: render.Plan) -> None:
+    users = ", ".join(account.name for account in plan.accounts)
+    log.info(
+        "ready: clients connect to %s (IKEv2, username and password) as: %s",
+        identity.host,
+        users,
+    )
+    if plan.credentials.ca is not None:
+        log.info(
+            "clients must trust the CA in %s (SHA-256 %s)",
+            defaults.DATA_DIR / "ca.crt",
+            pki.ca_fingerprint(plan.credentials.ca),
+        )

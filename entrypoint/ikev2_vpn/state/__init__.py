@@ -1,0 +1,1 @@
+"""State under /data: created once, then reused."""
