@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import sys
 
+from vici.exception import CommandException, SessionException
+
 from .defaults import CONNECTION_NAME, POOL_V4_NAME
 from .run.vici_session import connect
 
@@ -21,6 +23,8 @@ def check() -> str | None:
         pools = session.get_pools()
     except OSError as exc:
         return f"charon does not answer on its VICI socket ({exc})"
+    except (SessionException, CommandException) as exc:  # a garbled or refused answer
+        return f"charon answered its VICI socket with an error ({exc})"
     if CONNECTION_NAME not in connections:
         return "charon runs but the VPN configuration is not loaded yet"
     if POOL_V4_NAME not in pools:

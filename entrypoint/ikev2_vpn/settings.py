@@ -98,7 +98,9 @@ def parse_users_file(text: str) -> tuple[Account, ...]:
     from the password, so any other character (spaces included) is part of it.
     """
     accounts = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    # split("\n"), not splitlines(): U+2028, form feed and the like are password characters.
+    for number, raw in enumerate(text.split("\n"), start=1):
+        line = raw.removesuffix("\r")
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         name, colon, password = line.partition(":")
@@ -208,7 +210,9 @@ class Settings(BaseSettings):
                     "give the name or address clients dial, without scheme or port"
                 ) from None
             return text.lower().rstrip(".")
-        if address.is_unspecified or address.is_loopback or address.is_multicast:
+        if _has_zone(address):
+            raise ValueError(f"{text!r} has a zone index; give the server's public address or name")
+        if _unreachable(address):
             raise ValueError(
                 f"{text} cannot be dialled by clients; give the server's public address or name"
             )
@@ -227,11 +231,12 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         accounts = []
-        for item in value.split():
+        for number, item in enumerate(value.split(), start=1):
             name, colon, password = item.partition(":")
             if not colon:
+                # Not echoed: it may be the part of a password after a space.
                 raise ValueError(
-                    f"entry {name!r} has no password; write name:password pairs separated "
+                    f"entry {number} has no colon; write name:password pairs separated "
                     "by spaces (use VPN_USERS_FILE for passwords with spaces)"
                 )
             accounts.append(_account(name, password, "VPN_USERS"))
@@ -254,6 +259,8 @@ class Settings(BaseSettings):
         if not isinstance(value, str):
             return value
         try:
+            if "/" not in value:
+                raise ValueError(value)
             pool = ipaddress.IPv4Network(value, strict=False)
         except ValueError:
             raise ValueError(
@@ -277,11 +284,19 @@ class Settings(BaseSettings):
         servers = []
         for item in value.replace(",", " ").split():
             try:
-                servers.append(ipaddress.ip_address(item))
+                server: IPAddress | None = ipaddress.ip_address(item)
             except ValueError:
+                server = None
+            if server is None or _has_zone(server):
                 raise ValueError(
                     f"{item!r} is not an IP address; list DNS server addresses separated by commas"
-                ) from None
+                )
+            if _unreachable(server):
+                raise ValueError(
+                    f"{item} cannot be reached by VPN clients; give a DNS server address they "
+                    "can reach through the tunnel"
+                )
+            servers.append(server)
         if not servers:
             raise ValueError("no DNS server given; list at least one address")
         return tuple(servers)
@@ -323,6 +338,25 @@ class Settings(BaseSettings):
         if self.users_file is not None:
             declared.extend(self.users_file.accounts)
         return tuple(declared)
+
+
+def _has_zone(address: IPAddress) -> bool:
+    """A scoped IPv6 address ("fe80::1%eth0"): the zone index may hold any text, braces and
+    newlines included, and clients cannot dial it anyway."""
+    return isinstance(address, ipaddress.IPv6Address) and address.scope_id is not None
+
+
+def _unreachable(address: IPAddress) -> bool:
+    """Addresses a remote client can never reach: loopback, unspecified, link-local, multicast
+    (also when written as an IPv4-mapped IPv6 address)."""
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return (
+        address.is_unspecified
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+    )
 
 
 def _is_dns_name(text: str) -> bool:

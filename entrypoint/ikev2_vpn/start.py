@@ -76,6 +76,8 @@ def run() -> int:
         vici_session.load(session, render.vici_config(plan))
     except vici_session.ViciError:
         supervisor.stop()
+        if supervisor.stopping:  # asked to stop while starting: not an error
+            return 0
         raise
     _announce(settings, identity, plan)
     return supervisor.supervise()

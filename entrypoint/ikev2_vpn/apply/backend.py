@@ -18,12 +18,15 @@ from ..settings import Backend
 
 TUN_DEVICE = Path("/dev/net/tun")
 
-# Documentation addresses and a fixed SPI: the state never carries traffic.
+# Documentation addresses and fixed SPIs (one per probe, so a failed delete cannot make
+# the next probe collide): the states never carry traffic.
 _PROBE_SRC = "192.0.2.254"
 _PROBE_DST = "192.0.2.253"
-_PROBE_SPI = "0x1ce2fe11"
-_CBC = ["enc", "cbc(aes)", "0x" + "00" * 16, "auth-trunc", "hmac(sha256)", "0x" + "00" * 32, "128"]
-_GCM = ["aead", "rfc4106(gcm(aes))", "0x" + "00" * 20, "128"]
+_CBC = (
+    "0x1ce2fe11",
+    ["enc", "cbc(aes)", "0x" + "00" * 16, "auth-trunc", "hmac(sha256)", "0x" + "00" * 32, "128"],
+)
+_GCM = ("0x1ce2fe12", ["aead", "rfc4106(gcm(aes))", "0x" + "00" * 20, "128"])
 
 
 @dataclass(frozen=True)
@@ -90,48 +93,17 @@ def tun_available() -> bool:
     return True
 
 
-def _try_state(algorithm: list[str]) -> tuple[bool, str]:
+def _try_state(probe: tuple[str, list[str]]) -> tuple[bool, str]:
+    spi, algorithm = probe
+    state = ["src", _PROBE_SRC, "dst", _PROBE_DST, "proto", "esp", "spi", spi]
     add = subprocess.run(
-        [
-            "ip",
-            "xfrm",
-            "state",
-            "add",
-            "src",
-            _PROBE_SRC,
-            "dst",
-            _PROBE_DST,
-            "proto",
-            "esp",
-            "spi",
-            _PROBE_SPI,
-            "mode",
-            "tunnel",
-            *algorithm,
-        ],
+        ["ip", "xfrm", "state", "add", *state, "mode", "tunnel", *algorithm],
         capture_output=True,
         text=True,
         check=False,
     )
     if add.returncode == 0:
-        subprocess.run(
-            [
-                "ip",
-                "xfrm",
-                "state",
-                "delete",
-                "src",
-                _PROBE_SRC,
-                "dst",
-                _PROBE_DST,
-                "proto",
-                "esp",
-                "spi",
-                _PROBE_SPI,
-            ],
-            capture_output=True,
-            check=False,
-        )
+        subprocess.run(["ip", "xfrm", "state", "delete", *state], capture_output=True, check=False)
         return True, ""
     answer = add.stderr.strip().splitlines()[-1] if add.stderr.strip() else "no answer"
     if "Operation not permitted" in answer:

@@ -6,6 +6,7 @@ tells the orchestrator whether charon stopped on request (0) or died (non-zero).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -35,8 +36,11 @@ class Supervisor:
         self.stopping = True
         if self.process is None:
             raise StopRequested
-        if self.process.poll() is None:
-            self.process.send_signal(signum)
+        # os.kill, not send_signal(): its poll() could reap a charon that just died, and
+        # supervise() would then wait for a child that no longer exists.
+        if self.process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):  # reaped a moment ago
+                os.kill(self.process.pid, signum)
 
     def start(self) -> None:
         for stale in STALE_FILES:  # left behind when the container was killed

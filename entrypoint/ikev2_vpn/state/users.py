@@ -18,7 +18,7 @@ from pydantic import SecretStr
 
 from .. import defaults
 from ..errors import ConfigError
-from ..settings import Account
+from ..settings import Account, check_username
 from .files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -70,11 +70,14 @@ def _load(store: Path) -> tuple[Account, ...]:
         return ()
     try:
         content = json.loads(store.read_text(encoding="utf-8"))
-        users = content["users"]
-        return tuple(
-            Account(name=name, password=SecretStr(entry["password"]), source=str(store))
-            for name, entry in users.items()
-        )
+        accounts = []
+        for name, entry in content["users"].items():
+            password = entry["password"]
+            # A hand-edited store must not crash rendering or reach swanctl.conf unchecked.
+            if not isinstance(password, str) or not password or check_username(name):
+                raise ValueError(name)
+            accounts.append(Account(name=name, password=SecretStr(password), source=str(store)))
+        return tuple(accounts)
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ConfigError(
             str(store),

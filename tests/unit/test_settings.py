@@ -1,0 +1,661 @@
+"""Settings from the environment: what an operator types, and the one line they get back."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ikev2_vpn.errors import ConfigError, ConfigErrors
+from ikev2_vpn.settings import (
+    Backend,
+    CertSource,
+    ProposalSet,
+    Settings,
+    describe,
+    load_settings,
+    unknown_variables,
+)
+
+Load = Callable[..., Settings]
+Reject = Callable[..., ConfigError]
+
+# Distinctive secrets: any appearance in a message is a leak, not a coincidence.
+SECRET = "Zq7-secret-Xy9"
+OTHER_SECRET = "Wv4-hidden-Kt2"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Start every test from an environment without any VPN_* variable."""
+    for name in list(os.environ):
+        if name.upper().startswith("VPN_"):
+            monkeypatch.delenv(name)
+
+
+@pytest.fixture
+def load(monkeypatch: pytest.MonkeyPatch) -> Load:
+    """Set the given variables and validate the environment."""
+
+    def _load(**env: str) -> Settings:
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        return load_settings()
+
+    return _load
+
+
+@pytest.fixture
+def reject(load: Load) -> Reject:
+    """Expect exactly one problem, reported as one line that starts with the variable."""
+
+    def _reject(setting: str, **env: str) -> ConfigError:
+        with pytest.raises(ConfigErrors) as caught:
+            load(**env)
+        message = str(caught.value)
+        assert len(caught.value.errors) == 1, message
+        error = caught.value.errors[0]
+        assert error.setting == setting, message
+        assert message == error.line()
+        assert message.startswith(f"{setting}: ")
+        assert "\n" not in message
+        assert error.problem
+        assert error.fix
+        return error
+
+    return _reject
+
+
+@pytest.fixture
+def write_file(tmp_path: Path) -> Callable[[str, str | bytes], str]:
+    """Write a mounted file (a secret, a users list) and return its path as a variable value."""
+
+    def _write(name: str, content: str | bytes) -> str:
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8", newline="")
+        return str(path)
+
+    return _write
+
+
+def passwords(settings: Settings) -> dict[str, str]:
+    return {a.name: a.password.get_secret_value() for a in settings.accounts()}
+
+
+# --- defaults ------------------------------------------------------------------------------
+
+
+def test_nothing_set_gives_the_documented_defaults(load: Load) -> None:
+    settings = load()
+    assert settings.host is None
+    assert settings.host_detect is True
+    assert settings.accounts() == ()
+    assert settings.pool_v4 == ipaddress.IPv4Network("10.10.10.0/24")
+    assert [str(server) for server in settings.dns] == ["1.1.1.1", "1.0.0.1"]
+    assert settings.ipsec_backend is Backend.AUTO
+    assert settings.proposals is ProposalSet.COMPATIBLE
+    assert settings.cert is CertSource.SELF_SIGNED
+    assert settings.log_level == 1
+
+
+def test_empty_values_behave_as_unset(load: Load) -> None:
+    """compose passes `VPN_X: ${VPN_X:-}` as an empty string for every unset variable."""
+    names = [
+        "VPN_HOST", "VPN_HOST_DETECT", "VPN_USER", "VPN_PASSWORD", "VPN_PASSWORD_FILE",
+        "VPN_USERS", "VPN_USERS_FILE", "VPN_POOL_V4", "VPN_DNS", "VPN_IPSEC_BACKEND",
+        "VPN_PROPOSALS", "VPN_CERT", "VPN_CHAIN_PATH", "VPN_LOG_LEVEL",
+    ]  # fmt: skip
+    defaults = load()
+    assert load(**dict.fromkeys(names, "")) == defaults
+
+
+# --- VPN_HOST ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("vpn.example.com", "vpn.example.com"),
+        ("VPN.Example.COM.", "vpn.example.com"),
+        ("xn--bcher-kva.example", "xn--bcher-kva.example"),
+        ("my-server", "my-server"),
+        ("203.0.113.5", "203.0.113.5"),
+        ("2001:DB8:0::1", "2001:db8::1"),
+    ],
+)
+def test_host_accepts_dns_names_and_addresses(load: Load, value: str, expected: str) -> None:
+    assert load(VPN_HOST=value).host == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "https://vpn.example.com",
+        "vpn.example.com:500",
+        "203.0.113.5:4500",
+        "[2001:db8::1]",
+        "vpn.example.com/",
+        " vpn.example.com",
+        "vpn example.com",
+        "vpn_1.example.com",
+        "-vpn.example.com",
+        "vpn..example.com",
+        "1.2.3.999",
+        "a" * 64 + ".example.com",
+        "vpn.example.com\nsecrets {",
+    ],
+)
+def test_host_that_is_no_name_or_address_is_refused(reject: Reject, value: str) -> None:
+    error = reject("VPN_HOST", VPN_HOST=value)
+    assert "without scheme or port" in error.fix
+
+
+@pytest.mark.parametrize("value", ["127.0.0.1", "0.0.0.0", "::1", "::", "224.0.0.5"])  # noqa: S104
+def test_host_clients_cannot_dial_is_refused(reject: Reject, value: str) -> None:
+    error = reject("VPN_HOST", VPN_HOST=value)
+    assert "cannot be dialled" in error.problem
+
+
+@pytest.mark.parametrize("value", ["fe80::1%eth0", "fe80::1%x}\n{"])
+def test_host_with_zone_index_is_refused(reject: Reject, value: str) -> None:
+    """The zone index takes any text: accepted, it would land verbatim in swanctl.conf."""
+    error = reject("VPN_HOST", VPN_HOST=value)
+    assert "zone index" in error.problem
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("off", False),
+        ("OFF", False),
+        ("no", False),
+        ("0", False),
+        ("false", False),
+        ("False", False),
+        ("on", True),
+        ("yes", True),
+        ("1", True),
+        ("true", True),
+    ],
+)
+def test_host_detect_takes_the_usual_booleans(load: Load, value: str, expected: bool) -> None:
+    assert load(VPN_HOST_DETECT=value).host_detect is expected
+
+
+def test_host_detect_refuses_other_words(reject: Reject) -> None:
+    error = reject("VPN_HOST_DETECT", VPN_HOST_DETECT="sometimes")
+    assert "'sometimes'" in error.problem
+
+
+# --- VPN_USER, VPN_PASSWORD, VPN_PASSWORD_FILE --------------------------------------------
+
+
+def test_single_account(load: Load) -> None:
+    settings = load(VPN_USER="alice", VPN_PASSWORD=SECRET)
+    [account] = settings.accounts()
+    assert (account.name, account.password.get_secret_value()) == ("alice", SECRET)
+    assert account.source == "VPN_USER"
+
+
+@pytest.mark.parametrize(
+    "password",
+    ["  leading and trailing spaces  ", "quo\"te's {brace} #hash ;semi \\back", "ünï €😀", "a"],
+)
+def test_password_is_used_verbatim(load: Load, password: str) -> None:
+    assert passwords(load(VPN_USER="alice", VPN_PASSWORD=password)) == {"alice": password}
+
+
+def test_user_without_password_is_refused(reject: Reject) -> None:
+    error = reject("VPN_PASSWORD", VPN_USER="alice")
+    assert "VPN_PASSWORD_FILE" in error.fix
+
+
+def test_password_without_user_is_refused_without_echoing_it(reject: Reject) -> None:
+    error = reject("VPN_USER", VPN_PASSWORD=SECRET)
+    assert SECRET not in str(error)
+
+
+@pytest.mark.parametrize("name", ["alice", "alice.b", "a@example.com", "a+b", "A_1-x", "a" * 64])
+def test_user_names_allowed(load: Load, name: str) -> None:
+    assert passwords(load(VPN_USER=name, VPN_PASSWORD=SECRET)) == {name: SECRET}
+
+
+@pytest.mark.parametrize(
+    "name", ["al ice", "alice:x", "-alice", ".alice", "a" * 65, "ålice", "a/b", 'a"b', "a{b}"]
+)
+def test_user_names_refused(reject: Reject, name: str) -> None:
+    error = reject("VPN_USER", VPN_USER=name, VPN_PASSWORD=SECRET)
+    assert "rename the user" in error.fix
+    assert SECRET not in str(error)
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("secret\n", "secret"),
+        ("secret", "secret"),
+        ("secret\r\n", "secret"),
+        ("secret\n\n", "secret\n"),
+        ("  spaced out \t\n", "  spaced out \t"),
+        ("ünï €\n", "ünï €"),
+    ],
+)
+def test_password_file_drops_one_trailing_newline(
+    load: Load, write_file: Callable[[str, str], str], content: str, expected: str
+) -> None:
+    path = write_file("password", content)
+    settings = load(VPN_USER="alice", VPN_PASSWORD_FILE=path)
+    assert passwords(settings) == {"alice": expected}
+
+
+def test_password_file_with_empty_password_variable_is_fine(
+    load: Load, write_file: Callable[[str, str], str]
+) -> None:
+    path = write_file("password", SECRET + "\n")
+    assert passwords(load(VPN_USER="alice", VPN_PASSWORD="", VPN_PASSWORD_FILE=path)) == {
+        "alice": SECRET
+    }
+
+
+def test_password_and_password_file_together_are_refused(
+    reject: Reject, write_file: Callable[[str, str], str]
+) -> None:
+    path = write_file("password", OTHER_SECRET)
+    error = reject("VPN_PASSWORD_FILE", VPN_USER="a", VPN_PASSWORD=SECRET, VPN_PASSWORD_FILE=path)
+    assert "VPN_PASSWORD and VPN_PASSWORD_FILE" in error.problem
+    assert SECRET not in str(error)
+    assert OTHER_SECRET not in str(error)
+
+
+def test_missing_password_file_is_refused(reject: Reject, tmp_path: Path) -> None:
+    error = reject("VPN_PASSWORD_FILE", VPN_USER="a", VPN_PASSWORD_FILE=str(tmp_path / "nope"))
+    assert "does not exist" in error.problem
+
+
+def test_password_file_that_is_a_directory_is_refused(reject: Reject, tmp_path: Path) -> None:
+    error = reject("VPN_PASSWORD_FILE", VPN_USER="a", VPN_PASSWORD_FILE=str(tmp_path))
+    assert "directory" in error.problem
+
+
+def test_empty_password_file_is_refused(
+    reject: Reject, write_file: Callable[[str, str], str]
+) -> None:
+    error = reject("VPN_PASSWORD", VPN_USER="a", VPN_PASSWORD_FILE=write_file("password", "\n"))
+    assert "empty" in error.problem
+
+
+# --- VPN_USERS -----------------------------------------------------------------------------
+
+
+def test_users_are_whitespace_separated_pairs(load: Load) -> None:
+    settings = load(VPN_USERS="  alice:one\tbob:two\n carol:three ")
+    assert passwords(settings) == {"alice": "one", "bob": "two", "carol": "three"}
+    assert {a.source for a in settings.accounts()} == {"VPN_USERS"}
+
+
+def test_users_password_keeps_its_colons(load: Load) -> None:
+    assert passwords(load(VPN_USERS="alice:a:b::c:")) == {"alice": "a:b::c:"}
+
+
+def test_users_entry_without_colon_is_refused_without_echoing_it(reject: Reject) -> None:
+    """The usual cause: a password with a space, whose second half becomes an entry."""
+    error = reject("VPN_USERS", VPN_USERS=f"alice:first {SECRET}")
+    assert "entry 2" in error.problem
+    assert "VPN_USERS_FILE" in error.fix
+    assert SECRET not in str(error)
+
+
+def test_users_entry_with_empty_password_is_refused(reject: Reject) -> None:
+    error = reject("VPN_USERS", VPN_USERS=f"alice:{SECRET} bob:")
+    assert "'bob'" in error.problem
+    assert SECRET not in str(error)
+
+
+@pytest.mark.parametrize("entry", ["al!ce:pw", ":pw", "-x:pw", "a" * 65 + ":pw"])
+def test_users_with_invalid_name_are_refused(reject: Reject, entry: str) -> None:
+    error = reject("VPN_USERS", VPN_USERS=f"{entry} bob:{SECRET}")
+    assert SECRET not in str(error)
+
+
+def test_users_declared_twice_are_refused(reject: Reject) -> None:
+    error = reject("VPN_USERS", VPN_USERS=f"alice:{SECRET} alice:{OTHER_SECRET}")
+    assert "'alice' is declared twice" in error.problem
+    assert SECRET not in str(error)
+    assert OTHER_SECRET not in str(error)
+
+
+# --- VPN_USERS_FILE ------------------------------------------------------------------------
+
+TRICKY_USERS_FILE = (
+    "# VPN accounts\n"
+    "\n"
+    "   \n"
+    "  # indented comment\n"
+    "alice:pass word with spaces \n"
+    "bob:#not a comment\n"
+    "carol:\"double\" and 'single'\n"
+    "dave:{braces} [brackets] ;semicolon\n"
+    "erin:back\\slash\\\n"
+    "frank:ünïcødé €😀\n"
+    "grace::leading:colons:\n"
+    "heidi:\ttabs\t\n"
+    "ivan:form\x0cfeed\u2028line separator\x85next line\n"
+    "judy:windows line end\r\n"
+    "ken:no final newline"
+)
+TRICKY_PASSWORDS = {
+    "alice": "pass word with spaces ",
+    "bob": "#not a comment",
+    "carol": "\"double\" and 'single'",
+    "dave": "{braces} [brackets] ;semicolon",
+    "erin": "back\\slash\\",
+    "frank": "ünïcødé €😀",
+    "grace": ":leading:colons:",
+    "heidi": "\ttabs\t",
+    "ivan": "form\x0cfeed\u2028line separator\x85next line",
+    "judy": "windows line end",
+    "ken": "no final newline",
+}
+
+
+def test_users_file_password_is_everything_after_the_first_colon(
+    load: Load, write_file: Callable[[str, str], str]
+) -> None:
+    settings = load(VPN_USERS_FILE=write_file("users", TRICKY_USERS_FILE))
+    assert passwords(settings) == TRICKY_PASSWORDS
+    sources = {a.name: a.source for a in settings.accounts()}
+    assert sources["alice"] == "VPN_USERS_FILE line 5"
+    assert sources["ken"] == "VPN_USERS_FILE line 15"
+
+
+def test_users_file_line_without_colon_is_refused_by_number(
+    reject: Reject, write_file: Callable[[str, str], str]
+) -> None:
+    path = write_file("users", f"# accounts\nalice:{SECRET}\n{OTHER_SECRET}\n")
+    error = reject("VPN_USERS_FILE", VPN_USERS_FILE=path)
+    assert "line 3 has no colon" in error.problem
+    assert SECRET not in str(error)
+    assert OTHER_SECRET not in str(error)
+
+
+@pytest.mark.parametrize("content", ["", "\n\n", "# only a comment\n  # and another\n"])
+def test_users_file_without_users_is_refused(
+    reject: Reject, write_file: Callable[[str, str], str], content: str
+) -> None:
+    error = reject("VPN_USERS_FILE", VPN_USERS_FILE=write_file("users", content))
+    assert "lists no users" in error.problem
+
+
+@pytest.mark.parametrize("line", ["al ice:pw", ":pw", "bob:"])
+def test_users_file_with_invalid_entry_is_refused(
+    reject: Reject, write_file: Callable[[str, str], str], line: str
+) -> None:
+    path = write_file("users", f"alice:{SECRET}\n{line}\n")
+    error = reject("VPN_USERS_FILE", VPN_USERS_FILE=path)
+    assert SECRET not in str(error)
+
+
+def test_missing_users_file_is_refused(reject: Reject, tmp_path: Path) -> None:
+    error = reject("VPN_USERS_FILE", VPN_USERS_FILE=str(tmp_path / "users.txt"))
+    assert "does not exist" in error.problem
+
+
+def test_users_file_not_in_utf8_is_refused(
+    reject: Reject, write_file: Callable[[str, bytes], str]
+) -> None:
+    path = write_file("users", "alice:caf\xe9\n".encode("latin-1"))
+    error = reject("VPN_USERS_FILE", VPN_USERS_FILE=path)
+    assert "UTF-8" in error.problem
+
+
+def test_all_user_sources_add_up(load: Load, write_file: Callable[[str, str], str]) -> None:
+    settings = load(
+        VPN_USER="alice",
+        VPN_PASSWORD="one",
+        VPN_USERS="bob:two",
+        VPN_USERS_FILE=write_file("users", "carol:three\n"),
+    )
+    assert passwords(settings) == {"alice": "one", "bob": "two", "carol": "three"}
+
+
+@pytest.mark.parametrize(
+    ("env", "first", "second"),
+    [
+        ({"VPN_USER": "alice", "VPN_PASSWORD": SECRET}, "VPN_USER", "VPN_USERS_FILE line 2"),
+        ({"VPN_USERS": f"alice:{SECRET}"}, "VPN_USERS", "VPN_USERS_FILE line 2"),
+    ],
+)
+def test_user_declared_in_two_sources_is_refused_naming_both(
+    reject: Reject,
+    write_file: Callable[[str, str], str],
+    env: dict[str, str],
+    first: str,
+    second: str,
+) -> None:
+    path = write_file("users", f"bob:x\nalice:{OTHER_SECRET}\n")
+    error = reject("VPN_USERS_FILE", VPN_USERS_FILE=path, **env)
+    assert f"'alice' is declared twice ({first} and {second})" in error.problem
+    assert SECRET not in str(error)
+    assert OTHER_SECRET not in str(error)
+
+
+def test_user_declared_twice_in_the_file_names_both_lines(
+    reject: Reject, write_file: Callable[[str, str], str]
+) -> None:
+    path = write_file("users", "alice:a\nbob:b\nalice:c\n")
+    error = reject("VPN_USERS_FILE", VPN_USERS_FILE=path)
+    assert "(VPN_USERS_FILE line 1 and VPN_USERS_FILE line 3)" in error.problem
+
+
+# --- VPN_POOL_V4 ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "value", ["10.10.10.0/24", "192.168.77.0/24", "172.16.0.0/12", "10.0.0.0/8", "100.64.0.0/10"]
+)
+def test_pool_accepts_private_networks(load: Load, value: str) -> None:
+    assert load(VPN_POOL_V4=value).pool_v4 == ipaddress.IPv4Network(value)
+
+
+def test_pool_with_host_bits_is_refused_with_the_network_to_use(reject: Reject) -> None:
+    error = reject("VPN_POOL_V4", VPN_POOL_V4="10.10.10.1/24")
+    assert "host bits" in error.problem
+    assert "10.10.10.0/24" in error.fix
+
+
+@pytest.mark.parametrize("value", ["10.10.10.0/31", "10.10.10.0/32", "10.0.0.0/7"])
+def test_pool_prefix_out_of_range_is_refused(reject: Reject, value: str) -> None:
+    error = reject("VPN_POOL_V4", VPN_POOL_V4=value)
+    assert "out of range" in error.problem
+
+
+@pytest.mark.parametrize("value", ["8.8.8.0/24", "1.2.3.0/24", "100.128.0.0/16"])
+def test_pool_in_public_space_is_refused(reject: Reject, value: str) -> None:
+    error = reject("VPN_POOL_V4", VPN_POOL_V4=value)
+    assert "public address space" in error.problem
+
+
+@pytest.mark.parametrize("value", ["ten", "10.10.10.0/33", "fd00::/64", "10.10.10.0/24 x"])
+def test_pool_that_is_no_network_is_refused(reject: Reject, value: str) -> None:
+    error = reject("VPN_POOL_V4", VPN_POOL_V4=value)
+    assert "CIDR" in error.fix
+
+
+# --- VPN_DNS -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("9.9.9.9", ["9.9.9.9"]),
+        ("8.8.8.8,8.8.4.4", ["8.8.8.8", "8.8.4.4"]),
+        ("8.8.8.8, 8.8.4.4", ["8.8.8.8", "8.8.4.4"]),
+        ("8.8.8.8 8.8.4.4", ["8.8.8.8", "8.8.4.4"]),
+        (" 10.0.0.53 ,, 2620:fe::fe ", ["10.0.0.53", "2620:fe::fe"]),
+    ],
+)
+def test_dns_takes_lists_separated_by_commas_or_spaces(
+    load: Load, value: str, expected: list[str]
+) -> None:
+    assert [str(server) for server in load(VPN_DNS=value).dns] == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "bad"),
+    [
+        ("8.8.8.8;8.8.4.4", "8.8.8.8;8.8.4.4"),
+        ("1.1.1.1,dns.google", "dns.google"),
+        ("8.8.8", "8.8.8"),
+        ("fe80::1%eth0", "fe80::1%eth0"),
+        ("fe80::1%}", "fe80::1%}"),
+    ],
+)
+def test_dns_with_an_invalid_entry_names_it(reject: Reject, value: str, bad: str) -> None:
+    error = reject("VPN_DNS", VPN_DNS=value)
+    assert repr(bad) in error.problem
+
+
+def test_dns_with_only_separators_is_refused(reject: Reject) -> None:
+    error = reject("VPN_DNS", VPN_DNS=" , ")
+    assert "no DNS server" in error.problem
+
+
+# --- choices and numbers -------------------------------------------------------------------
+
+CHOICES = [
+    ("VPN_IPSEC_BACKEND", "ipsec_backend", Backend),
+    ("VPN_PROPOSALS", "proposals", ProposalSet),
+    ("VPN_CERT", "cert", CertSource),
+]
+
+
+@pytest.mark.parametrize(("variable", "field", "choices"), CHOICES)
+def test_choices_are_case_insensitive(
+    load: Load, monkeypatch: pytest.MonkeyPatch, variable: str, field: str, choices: type
+) -> None:
+    for choice in choices:
+        for spelling in (choice.value, choice.value.upper(), choice.value.title()):
+            monkeypatch.setenv(variable, spelling)
+            assert getattr(load(), field) is choice
+
+
+@pytest.mark.parametrize(("variable", "field", "choices"), CHOICES)
+def test_unknown_choice_lists_the_valid_ones(
+    reject: Reject, variable: str, field: str, choices: type
+) -> None:
+    error = reject(variable, **{variable: "fastest"})
+    assert "'fastest'" in error.problem
+    assert error.fix == "use one of: " + ", ".join(choice.value for choice in choices)
+
+
+@pytest.mark.parametrize("level", ["0", "1", "2"])
+def test_log_levels_in_range(load: Load, level: str) -> None:
+    assert load(VPN_LOG_LEVEL=level).log_level == int(level)
+
+
+@pytest.mark.parametrize("level", ["3", "-1", "4"])
+def test_log_levels_that_would_log_keys_are_refused(reject: Reject, level: str) -> None:
+    error = reject("VPN_LOG_LEVEL", VPN_LOG_LEVEL=level)
+    assert "out of range" in error.problem
+
+
+@pytest.mark.parametrize("level", ["debug", "1.5", " "])
+def test_log_level_that_is_no_number_is_refused(reject: Reject, level: str) -> None:
+    error = reject("VPN_LOG_LEVEL", VPN_LOG_LEVEL=level)
+    assert "not a number" in error.problem
+
+
+def test_chain_path_without_operator_files_is_refused(reject: Reject) -> None:
+    error = reject("VPN_CHAIN_PATH", VPN_CHAIN_PATH="/certs/chain.pem")
+    assert "VPN_CERT=files" in error.fix
+
+
+def test_operator_files_take_their_paths(load: Load) -> None:
+    settings = load(
+        VPN_CERT="files",
+        VPN_CERT_PATH="/c/cert.pem",
+        VPN_KEY_PATH="/c/key.pem",
+        VPN_CHAIN_PATH="/c/chain.pem",
+    )
+    assert (settings.cert_path, settings.key_path, settings.chain_path) == (
+        Path("/c/cert.pem"),
+        Path("/c/key.pem"),
+        Path("/c/chain.pem"),
+    )
+
+
+# --- reporting -----------------------------------------------------------------------------
+
+
+def test_every_problem_is_reported_on_its_own_line(load: Load) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load(
+            VPN_HOST="https://x",
+            VPN_POOL_V4="8.8.8.0/24",
+            VPN_DNS="bad",
+            VPN_LOG_LEVEL="9",
+            VPN_PROPOSALS="fast",
+            VPN_USERS=f"alice:one {SECRET}",
+        )
+    lines = str(caught.value).splitlines()
+    assert sorted(line.split(":", 1)[0] for line in lines) == [
+        "VPN_DNS",
+        "VPN_HOST",
+        "VPN_LOG_LEVEL",
+        "VPN_POOL_V4",
+        "VPN_PROPOSALS",
+        "VPN_USERS",
+    ]
+    assert lines == [error.line() for error in caught.value.errors]
+    assert SECRET not in str(caught.value)
+
+
+def test_describe_names_users_but_never_passwords(
+    load: Load, write_file: Callable[[str, str], str]
+) -> None:
+    settings = load(
+        VPN_HOST="vpn.example.com",
+        VPN_USER="alice",
+        VPN_PASSWORD=SECRET,
+        VPN_USERS_FILE=write_file("users", f"bob:{OTHER_SECRET}\n"),
+    )
+    text = "\n".join(describe(settings))
+    assert "alice" in text
+    assert "bob" in text
+    assert "vpn.example.com" in text
+    assert SECRET not in text
+    assert OTHER_SECRET not in text
+
+
+def test_describe_says_when_the_user_will_be_generated(load: Load) -> None:
+    assert "users: (generated)" in list(describe(load()))
+
+
+def test_typo_in_a_variable_name_suggests_the_real_one() -> None:
+    assert unknown_variables({"VPN_PASWORD": SECRET}) == [
+        "VPN_PASWORD: not a setting of this image; did you mean VPN_PASSWORD?"
+    ]
+
+
+def test_unknown_variable_far_from_any_setting_is_reported_as_ignored() -> None:
+    [warning] = unknown_variables({"VPN_COMPLETELY_DIFFERENT_THING": "1"})
+    assert warning.startswith("VPN_COMPLETELY_DIFFERENT_THING: ")
+    assert warning.endswith("it is ignored")
+
+
+def test_known_and_foreign_variables_raise_no_warning() -> None:
+    environ = {
+        "VPN_HOST": "x",
+        "VPN_PASSWORD_FILE": "/run/secrets/p",
+        "VPN_USERS_FILE": "/u",
+        "VPN_LOG_LEVEL": "1",
+        "PATH": "/usr/bin",
+        "HOSTNAME": "abc",
+    }
+    assert unknown_variables(environ) == []
