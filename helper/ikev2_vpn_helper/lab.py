@@ -1,0 +1,304 @@
+"""A lab: everything one check or test session creates, labelled with one run id.
+
+Typical end-to-end use::
+
+    with Lab(image="ikev2-vpn:latest") as lab:
+        server = lab.start_server({"VPN_HOST": "vpn.example.test", "VPN_USER": "alice"},
+                                  secret_files={"VPN_PASSWORD_FILE": b"s3cret"})
+        client = lab.start_client(server)
+        result = client.connect("alice", "s3cret")
+        traffic = client.send_traffic(lab.target(server))
+    # leaving the block removes the containers, networks and volumes of this run
+
+``lab.check(server, user, password)`` runs the whole ``ikev2-vpn-helper check`` sequence
+and returns a :class:`~ikev2_vpn_helper.check.CheckReport`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from types import TracebackType
+
+import docker
+from docker.errors import APIError
+
+from . import engine as eng
+from .base import Log
+from .check import CheckOptions, CheckReport, choose_client_network, evaluate
+from .errors import HelperError
+from .image import DEFAULT_IMAGE
+from .server import HEALTH_TIMEOUT_S, Server, ServerSpec, start_server
+from .topology import LABEL_TOPOLOGY, Topology, ensure_topology
+from .vpnclient import Target, VpnClient
+
+
+def _quiet(_line: str) -> None:
+    pass
+
+
+class Lab:
+    """Creates servers, clients, targets and networks for one run, and removes them all."""
+
+    def __init__(
+        self,
+        engine: docker.DockerClient | None = None,
+        *,
+        run_id: str | None = None,
+        image: str = DEFAULT_IMAGE,
+        client_image: str | None = None,
+        log: Log = _quiet,
+    ) -> None:
+        self.engine = engine or eng.connect_engine()
+        self.run_id = run_id or eng.new_run_id()
+        self.image = image  # for servers
+        self.client_image = client_image  # for clients and targets; None: the server's image
+        self.log = log
+        self._topology: Topology | None = None
+        self._targets: dict[str, Target] = {}
+        self._clients = 0
+
+    def __enter__(self) -> Lab:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.teardown()
+
+    def name(self, role: str) -> str:
+        return f"ikev2-vpn-{self.run_id}-{role}"
+
+    def teardown(self) -> list[str]:
+        """Remove every container, network and volume of this run; return their names."""
+        self._targets.clear()
+        return eng.remove_run(self.engine, self.run_id)
+
+    # --- networks and volumes ----------------------------------------------------------------
+
+    @property
+    def topology(self) -> Topology:
+        """This run's wan and egress networks (created on first use)."""
+        if self._topology is None:
+            self._topology = ensure_topology(self.engine, self.name("net"), self.run_id)
+        return self._topology
+
+    def volume(self, name: str | None = None) -> str:
+        """A state volume owned by this run (reuse the name to restart with the same state)."""
+        name = name or self.name("data")
+        existing = self.engine.volumes.list(filters={"name": name})
+        if not any(volume.name == name for volume in existing):
+            self.engine.volumes.create(name, labels=eng.labels(self.run_id, "state"))
+        return name
+
+    # --- servers -----------------------------------------------------------------------------
+
+    def start_server(
+        self,
+        env: Mapping[str, str] | None = None,
+        *,
+        name: str | None = None,
+        volume: str | None = None,
+        secret_files: Mapping[str, bytes] | None = None,
+        image: str | None = None,
+        restart: str | None = "unless-stopped",
+        wait: bool = True,
+        timeout_s: float = HEALTH_TIMEOUT_S,
+    ) -> Server:
+        """Start a server on this run's topology (egress first, then wan).
+
+        Tests never let the server look up its public address: without VPN_HOST, the lab
+        sets VPN_HOST_DETECT=off. With ``wait`` it returns once healthy and after checking
+        that the default route leaves through the egress network; without, right after
+        start (for settings that must make it exit: see :meth:`Server.wait_exit`).
+        """
+        settings = dict(env or {})
+        if "VPN_HOST" not in settings:
+            settings.setdefault("VPN_HOST_DETECT", "off")
+        topology = self.topology
+        spec = ServerSpec(
+            image=image or self.image,
+            name=name or self.name("server"),
+            env=settings,
+            secret_files=dict(secret_files or {}),
+            volume=self.volume(volume),
+            networks=[topology.egress, topology.wan],
+            restart=restart,
+            labels=eng.labels(self.run_id, "server"),
+        )
+        server = start_server(self.engine, spec)
+        if wait:
+            seconds = server.wait_healthy(timeout_s)
+            self.log(f"server {server.name} healthy after {seconds:.1f} s")
+            self.verify_egress(server)
+        return server
+
+    def verify_egress(self, server: Server) -> None:
+        """Fail clearly unless the server's default route leaves through the egress network."""
+        egress = server.egress()
+        if egress.network != self.topology.egress:
+            raise HelperError(
+                f"server {server.name} routes its default traffic via {egress.interface} "
+                f"({egress.network or 'no Docker network'}), not the egress network "
+                f"{self.topology.egress}; the NAT check would be meaningless"
+            )
+
+    # --- targets and clients -----------------------------------------------------------------
+
+    def target(self, server: Server) -> Target:
+        """The target on the server's egress network (started on first use, then reused)."""
+        network = server.egress().network
+        if network is None:
+            raise HelperError(
+                f"the default route of server {server.name} does not use a Docker network; "
+                "there is nowhere to put the target"
+            )
+        if network not in self._targets:
+            self._targets[network] = Target.start(
+                self.engine,
+                image=self._image_of(server),
+                network=network,
+                name=self.name(f"target-{len(self._targets) + 1}"),
+                run_id=self.run_id,
+            )
+        return self._targets[network]
+
+    def start_client(
+        self,
+        server: Server,
+        *,
+        name: str | None = None,
+        network: str | None = None,
+        ca_pem: bytes | None = None,
+        server_id: str | None = None,
+        log_level: int = 1,
+    ) -> VpnClient:
+        """A client that trusts the server's CA and dials its address on a shared network."""
+        networks = server.networks()
+        if network is None:
+            network = choose_client_network(networks, server.egress().network, self._wans())
+        if network not in networks:
+            raise HelperError(f"server {server.name} is not attached to network {network}")
+        self._clients += 1
+        return VpnClient.start(
+            self.engine,
+            image=self._image_of(server),
+            network=network,
+            server_address=networks[network],
+            server_id=server_id or server.identity(),
+            ca_pem=ca_pem or server.ca_certificate(),
+            name=name or self.name(f"client-{self._clients}"),
+            run_id=self.run_id,
+            log_level=log_level,
+        )
+
+    def start_clients(self, server: Server, count: int) -> list[VpnClient]:
+        return [self.start_client(server) for _ in range(count)]
+
+    def _image_of(self, server: Server) -> str:
+        return self.client_image or str(server.container.attrs["Image"])
+
+    def _wans(self) -> set[str]:
+        found = self.engine.networks.list(filters={"label": f"{eng.LABEL_ROLE}=wan"})
+        return {network.name for network in found if LABEL_TOPOLOGY in network.attrs["Labels"]}
+
+    # --- the check -----------------------------------------------------------------------------
+
+    def check(
+        self,
+        server: Server,
+        user: str,
+        password: str,
+        options: CheckOptions = CheckOptions(),  # noqa: B008 - frozen dataclass
+        log: Log | None = None,
+    ) -> CheckReport:
+        """Connect a new client as ``user``, send traffic to the target, judge the result."""
+        say = log or self.log
+        if options.topology:
+            self._attach_to_wan(server, options.topology)
+        egress = server.egress()
+        networks = server.networks()
+        network = options.client_network or choose_client_network(
+            networks, egress.network, self._wans()
+        )
+        target = self.target(server)
+        say(f"target {target.address} on {egress.network}; server egress {egress.address}")
+        client = self.start_client(
+            server, network=network, ca_pem=options.ca_pem, server_id=options.server_id
+        )
+        say(
+            f"client {client.address} on {network} dials {client.server_address} "
+            f"as {client.server_id}"
+        )
+        connection = client.connect(
+            user,
+            password,
+            timeout_s=options.timeout_s,
+            ike_proposals=options.ike_proposals,
+            esp_proposals=options.esp_proposals,
+        )
+        traffic = client.send_traffic(target) if connection.connected else None
+        if traffic is not None and traffic.tcp_source is None:
+            # No answer reached the client: ask the target itself what arrived (an echo
+            # request from the client's virtual IP means the server does not NAT).
+            seen = target.report().get("icmp_sources", [])
+            traffic = dataclasses.replace(traffic, icmp_sources=[*traffic.icmp_sources, *seen])
+        if connection.connected:
+            client.disconnect()
+        return CheckReport(
+            server=server.name,
+            server_address=client.server_address,
+            server_id=client.server_id,
+            client_network=network,
+            client_address=client.address,
+            user=user,
+            pool=str(server.pool),
+            egress_address=egress.address,
+            target_address=target.address,
+            connection=connection,
+            traffic=traffic,
+            findings=evaluate(
+                connection,
+                traffic,
+                pool=server.pool,
+                egress_address=egress.address,
+                client_address=client.address,
+            ),
+            run_id=self.run_id,
+        )
+
+    def _attach_to_wan(self, server: Server, topology_name: str) -> None:
+        topology = ensure_topology(self.engine, topology_name, self.run_id)
+        if topology.wan not in server.networks():
+            try:
+                self.engine.networks.get(topology.wan).connect(server.container)
+            except APIError as error:
+                raise HelperError(
+                    f"cannot attach server {server.name} to {topology.wan}: {error.explanation}"
+                ) from None
+
+
+def run_check(
+    engine: docker.DockerClient,
+    server: Server,
+    *,
+    user: str,
+    password: str,
+    options: CheckOptions = CheckOptions(),  # noqa: B008 - frozen dataclass
+    log: Log = print,
+) -> CheckReport:
+    """``ikev2-vpn-helper check``: a lab of its own, removed afterwards unless ``keep``."""
+    lab = Lab(engine, run_id=options.run_id, client_image=options.image, log=log)
+    try:
+        return lab.check(server, user, password, options)
+    finally:
+        if options.keep:
+            log(
+                f"kept the check's containers; remove them with "
+                f"`ikev2-vpn-helper clean {lab.run_id}`"
+            )
+        else:
+            lab.teardown()

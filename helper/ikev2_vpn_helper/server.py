@@ -1,0 +1,301 @@
+"""The server container: start it with least privilege, wait for health, read what it offers."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import docker
+from docker.errors import APIError, ImageNotFound, NotFound
+from docker.models.containers import Container
+
+from . import engine as eng
+from .errors import HelperError
+from .image import DEFAULT_IMAGE
+
+DEFAULT_NAME = "ikev2-vpn"
+DEFAULT_POOL = ipaddress.IPv4Network("10.10.10.0/24")
+CA_PATH = "/data/ca.crt"
+CONNECTION_NAME = "ikev2-vpn"
+SECRETS_DIR = "/run/secrets/ikev2-vpn"
+HEALTH_TIMEOUT_S = 90.0
+# What the server needs and nothing more (no --privileged): see shared/lab-notes.md.
+CAPABILITIES = ("NET_ADMIN",)
+DEVICES = ("/dev/net/tun:/dev/net/tun:rwm",)
+SYSCTLS = {
+    "net.ipv4.ip_forward": "1",
+    "net.ipv4.conf.all.accept_redirects": "0",
+    "net.ipv4.conf.all.send_redirects": "0",
+}
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """How to start a server container.
+
+    ``secret_files`` maps a ``*_FILE`` setting to the file's content: the file is copied
+    into the container before it starts and the setting points at it, so the secret is in
+    neither the container's environment nor any command line. ``networks``: the first one
+    is attached at creation, the rest before start (the engine, not the order, picks the
+    default route; :meth:`Server.egress` tells which it picked).
+    """
+
+    image: str = DEFAULT_IMAGE
+    name: str = DEFAULT_NAME
+    env: Mapping[str, str] = field(default_factory=dict)
+    secret_files: Mapping[str, bytes] = field(default_factory=dict)
+    volume: str | None = None  # named volume on /data; None: "<name>-data"
+    networks: Sequence[str] = ()
+    publish: bool = False  # UDP 500 and 4500 on the host
+    restart: str | None = "unless-stopped"
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def volume_name(self) -> str:
+        return self.volume or f"{self.name}-data"
+
+    def secret_path(self, setting: str) -> str:
+        return f"{SECRETS_DIR}/{setting.removesuffix('_FILE').lower()}"
+
+    def environment(self) -> dict[str, str]:
+        env = dict(self.env)
+        for setting in self.secret_files:
+            if not setting.endswith("_FILE"):
+                raise ValueError(f"secret_files keys are *_FILE settings, not {setting}")
+            env[setting] = self.secret_path(setting)
+        return env
+
+
+@dataclass(frozen=True)
+class Egress:
+    """Where the server's default route leaves: interface, its address, the Docker network."""
+
+    interface: str
+    address: str
+    network: str | None
+
+
+def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
+    """Create, fill and start a server container (it may still be starting up)."""
+    networks = list(spec.networks)
+    options: dict[str, Any] = {
+        "name": spec.name,
+        "environment": spec.environment(),
+        "cap_add": list(CAPABILITIES),
+        "devices": list(DEVICES),
+        "sysctls": dict(SYSCTLS),
+        "volumes": {spec.volume_name(): {"bind": "/data", "mode": "rw"}},
+        "labels": {**eng.labels(None, "server"), **spec.labels},
+        "detach": True,
+    }
+    if spec.restart:
+        options["restart_policy"] = {"Name": spec.restart}
+    if spec.publish:
+        options["ports"] = {"500/udp": 500, "4500/udp": 4500}
+    if networks:
+        options["network"] = networks[0]
+    try:
+        container = engine.containers.create(spec.image, **options)
+    except ImageNotFound:
+        raise HelperError(
+            f"image {spec.image} does not exist; build it with `ikev2-vpn-helper build`"
+        ) from None
+    except APIError as error:
+        raise HelperError(f"cannot create container {spec.name}: {error.explanation}") from None
+    try:
+        if spec.secret_files:
+            eng.put_files(
+                container,
+                [
+                    eng.FileSpec(spec.secret_path(setting), content, 0o600)
+                    for setting, content in spec.secret_files.items()
+                ],
+                private_dirs=[SECRETS_DIR],
+            )
+        for network in networks[1:]:
+            engine.networks.get(network).connect(container)
+        container.start()
+    except (APIError, HelperError) as error:
+        container.remove(force=True, v=True)
+        detail = error.explanation if isinstance(error, APIError) else str(error)
+        raise HelperError(f"cannot start container {spec.name}: {detail}") from None
+    return Server(container, hide=secret_values(spec.env, spec.secret_files))
+
+
+def secret_values(env: Mapping[str, str], files: Mapping[str, bytes] | None = None) -> list[str]:
+    """Passwords in a server's settings and secret files: masked in anything shown."""
+    values = [env.get("VPN_PASSWORD", "")]
+    values += [pair.partition(":")[2] for pair in env.get("VPN_USERS", "").split()]
+    for setting, content in (files or {}).items():
+        text = content.decode(errors="replace")
+        if setting == "VPN_USERS_FILE":
+            values += [line.partition(":")[2] for line in text.splitlines()]
+        else:
+            values.append(text.removesuffix("\n").removesuffix("\r"))
+    return [value for value in values if value]
+
+
+class Server:
+    """A running (or starting) server container and what a client needs to know about it."""
+
+    def __init__(self, container: Container, hide: Sequence[str] = ()) -> None:
+        self.container = container
+        self._env = eng.container_env(container)
+        self._hide = [*hide, *secret_values(self._env)]
+
+    @classmethod
+    def find(cls, engine: docker.DockerClient, name: str) -> Server:
+        try:
+            return cls(engine.containers.get(name))
+        except NotFound:
+            raise HelperError(
+                f"there is no container named {name}; start one with `ikev2-vpn-helper run`"
+            ) from None
+
+    @property
+    def name(self) -> str:
+        return str(self.container.name)
+
+    @property
+    def vpn_host(self) -> str | None:
+        return self._env.get("VPN_HOST") or None
+
+    @property
+    def pool(self) -> ipaddress.IPv4Network:
+        """The pool clients get addresses from (the server's VPN_POOL_V4, else its default)."""
+        value = self._env.get("VPN_POOL_V4")
+        if not value:
+            return DEFAULT_POOL
+        try:
+            return ipaddress.IPv4Network(value, strict=False)
+        except ValueError:
+            raise HelperError(f"server {self.name} has an invalid VPN_POOL_V4 {value!r}") from None
+
+    def logs(self, lines: int = 30) -> str:
+        return eng.log_tail(self.container, lines, self._hide)
+
+    def state(self) -> Mapping[str, Any]:
+        self.container.reload()
+        state: Mapping[str, Any] = self.container.attrs["State"]
+        return state
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def wait_healthy(self, timeout_s: float = HEALTH_TIMEOUT_S) -> float:
+        """Seconds until the engine reports the container healthy; HelperError otherwise."""
+        started = time.monotonic()
+        while True:
+            state = self.state()
+            health = (state.get("Health") or {}).get("Status")
+            if health == "healthy":
+                return time.monotonic() - started
+            if state.get("Status") in {"exited", "dead", "restarting"} or (
+                state.get("Restarting") or self.container.attrs.get("RestartCount", 0) > 0
+            ):
+                raise HelperError(self._failure(f"stopped with status {state.get('ExitCode')}"))
+            if health is None and state.get("Status") == "running":
+                raise HelperError(
+                    f"image of {self.name} has no HEALTHCHECK; cannot tell when it is ready"
+                )
+            if time.monotonic() - started > timeout_s:
+                raise HelperError(self._failure(f"not healthy after {timeout_s:.0f} s ({health})"))
+            time.sleep(0.25)
+
+    def restart(self, timeout_s: float = HEALTH_TIMEOUT_S) -> float:
+        """Restart the container (same volume, same settings); seconds until healthy again."""
+        self.container.restart(timeout=10)
+        return self.wait_healthy(timeout_s)
+
+    def remove(self) -> None:
+        """Remove the container (its named state volume stays)."""
+        self.container.remove(force=True, v=True)
+
+    def wait_exit(self, timeout_s: float = 30.0) -> int:
+        """The exit status once the container stopped (for settings that must be refused)."""
+        try:
+            result = self.container.wait(timeout=timeout_s)
+        except Exception as error:  # the SDK raises requests' timeout types
+            raise HelperError(f"{self.name} still runs after {timeout_s:.0f} s") from error
+        return int(result.get("StatusCode", -1))
+
+    def _failure(self, what: str) -> str:
+        tail = self.logs(20).rstrip()
+        indented = "\n".join(f"  | {line}" for line in tail.splitlines())
+        return f"server {self.name} {what}; its last log lines:\n{indented}"
+
+    # --- what clients need ------------------------------------------------------------------
+
+    def ca_certificate(self) -> bytes:
+        """The CA certificate clients must trust (PEM), from the state volume."""
+        return eng.read_file(self.container, CA_PATH)
+
+    def identity(self) -> str:
+        """The identity the server authenticates with: VPN_HOST, else what charon has loaded."""
+        if self.vpn_host:
+            return self.vpn_host
+        listed = eng.run_checked(self.container, ["swanctl", "--list-conns", "--raw"])
+        found = parse_local_id(listed, CONNECTION_NAME)
+        if found is None:
+            raise HelperError(
+                f"cannot tell the identity of server {self.name}; give it with --server-id"
+            )
+        return found
+
+    def egress(self) -> Egress:
+        """The interface and address of the server's default route, and its network."""
+        route = eng.run_checked(self.container, ["ip", "-j", "-4", "route", "show", "default"])
+        interface = parse_default_route(route)
+        if interface is None:
+            raise HelperError(f"server {self.name} has no IPv4 default route")
+        addresses = eng.run_checked(
+            self.container, ["ip", "-j", "-4", "address", "show", "dev", interface]
+        )
+        address = parse_interface_address(addresses)
+        if address is None:
+            raise HelperError(f"interface {interface} of server {self.name} has no IPv4 address")
+        self.container.reload()
+        network = next(
+            (name for name, ip in eng.network_addresses(self.container).items() if ip == address),
+            None,
+        )
+        return Egress(interface=interface, address=address, network=network)
+
+    def networks(self) -> dict[str, str]:
+        """The server's address on each of its networks."""
+        self.container.reload()
+        return eng.network_addresses(self.container)
+
+
+# --- parsing (pure) ------------------------------------------------------------------------
+
+
+def parse_default_route(ip_json: str) -> str | None:
+    """The device of the first default route in ``ip -j route show default`` output."""
+    routes: list[dict[str, Any]] = json.loads(ip_json or "[]")
+    for route in routes:
+        if route.get("dst") == "default" and route.get("dev"):
+            return str(route["dev"])
+    return None
+
+
+def parse_interface_address(ip_json: str) -> str | None:
+    """The first IPv4 address in ``ip -j address show dev X`` output."""
+    interfaces: list[dict[str, Any]] = json.loads(ip_json or "[]")
+    for interface in interfaces:
+        for address in interface.get("addr_info", []):
+            if address.get("family") == "inet" and address.get("local"):
+                return str(address["local"])
+    return None
+
+
+def parse_local_id(list_conns_raw: str, connection: str) -> str | None:
+    """The local identity of ``connection`` in ``swanctl --list-conns --raw`` output."""
+    start = list_conns_raw.find(f"{connection} {{")
+    if start < 0:
+        return None
+    match = re.search(r"local-\d+ \{[^{}]*?\bid=([^ {}]+)", list_conns_raw[start:])
+    return match.group(1) if match else None

@@ -1,0 +1,130 @@
+"""An isolated test topology: two Docker networks in documentation address ranges.
+
+- ``wan``: clients and the server. Internal: the engine drops whatever would leave its
+  subnet, so a client reaches nothing but the server except through the tunnel.
+- ``egress``: the server's default route and the target. Not internal, because the engine
+  prefers non-internal networks for a container's default route; nothing in a test sends to
+  public addresses, so nothing leaves the machine.
+
+Ranges are cut into /26 slots so parallel runs on one engine get their own subnets; each
+role starts with its own documentation range (192.0.2.0/24 wan, 198.51.100.0/24 egress)
+and moves on to the others when it is taken.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import docker
+from docker.errors import APIError, NotFound
+from docker.models.networks import Network
+from docker.types import IPAMConfig, IPAMPool
+
+from . import engine as eng
+from .errors import HelperError
+
+# Documentation ranges only (RFC 5737), each role's own first; the third is shared.
+TEST_NET_1 = ipaddress.IPv4Network("192.0.2.0/24")
+TEST_NET_2 = ipaddress.IPv4Network("198.51.100.0/24")
+TEST_NET_3 = ipaddress.IPv4Network("203.0.113.0/24")
+WAN_SPACES = (TEST_NET_1, TEST_NET_3, TEST_NET_2)
+EGRESS_SPACES = (TEST_NET_2, TEST_NET_3, TEST_NET_1)
+SLOT_PREFIX = 26
+LABEL_TOPOLOGY = "ikev2-vpn.topology"
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Names and subnets of the two networks."""
+
+    name: str
+    wan: str
+    egress: str
+    wan_subnet: ipaddress.IPv4Network
+    egress_subnet: ipaddress.IPv4Network
+
+
+def network_names(name: str) -> tuple[str, str]:
+    """(wan, egress). The egress name sorts first, which the engine also uses to pick the
+    default route when priorities tie."""
+    return f"{name}-wan", f"{name}-egress"
+
+
+def free_subnets(
+    spaces: Iterable[ipaddress.IPv4Network],
+    taken: Iterable[ipaddress.IPv4Network],
+    prefix: int = SLOT_PREFIX,
+) -> Iterator[ipaddress.IPv4Network]:
+    """Slots of ``spaces`` (in order) that overlap none of ``taken``."""
+    used = list(taken)
+    for space in spaces:
+        for slot in space.subnets(new_prefix=prefix):
+            if not any(slot.overlaps(other) for other in used):
+                yield slot
+
+
+def engine_subnets(engine: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+    subnets = []
+    for network in engine.networks.list():
+        for pool in (network.attrs.get("IPAM") or {}).get("Config") or []:
+            try:
+                subnet = ipaddress.ip_network(pool.get("Subnet", ""), strict=False)
+            except ValueError:
+                continue
+            if isinstance(subnet, ipaddress.IPv4Network):
+                subnets.append(subnet)
+    return subnets
+
+
+def ensure_topology(engine: docker.DockerClient, name: str, run_id: str | None = None) -> Topology:
+    """Create the two networks of topology ``name``, or reuse them when they exist."""
+    wan_name, egress_name = network_names(name)
+    wan = _ensure_network(engine, wan_name, name, "wan", WAN_SPACES, internal=True, run_id=run_id)
+    egress = _ensure_network(
+        engine, egress_name, name, "egress", EGRESS_SPACES, internal=False, run_id=run_id
+    )
+    return Topology(name, wan.name, egress.name, _subnet_of(wan), _subnet_of(egress))
+
+
+def _subnet_of(network: Network) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(network.attrs["IPAM"]["Config"][0]["Subnet"])
+
+
+def _ensure_network(
+    engine: docker.DockerClient,
+    name: str,
+    topology: str,
+    role: str,
+    spaces: Sequence[ipaddress.IPv4Network],
+    *,
+    internal: bool,
+    run_id: str | None,
+) -> Network:
+    try:
+        return engine.networks.get(name)
+    except NotFound:
+        pass
+    labels = {**eng.labels(run_id, role), LABEL_TOPOLOGY: topology}
+    # Another run may take the same slot between listing and creating: try the next one.
+    for _attempt in range(8):
+        slot = next(free_subnets(spaces, engine_subnets(engine)), None)
+        if slot is None:
+            raise HelperError(
+                f"no free /{SLOT_PREFIX} left in the documentation ranges for network {name}; "
+                "remove old test networks with `ikev2-vpn-helper clean --all`"
+            )
+        try:
+            return engine.networks.create(
+                name,
+                driver="bridge",
+                internal=internal,
+                labels=labels,
+                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(slot))]),
+                check_duplicate=True,
+            )
+        except APIError as error:
+            if "overlap" not in str(error.explanation).lower():
+                raise HelperError(f"cannot create network {name}: {error.explanation}") from None
+    raise HelperError(f"cannot create network {name}: every free subnet was taken meanwhile")

@@ -1,0 +1,408 @@
+"""A strongSwan road-warrior client in a container, and the target it sends traffic to.
+
+Both run the server's image with its entrypoint replaced: the client runs charon with the
+configuration rendered from the templates in ``client/``; the target runs a tiny service
+that reports the source address of whatever reaches it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import docker
+import jinja2
+from docker.errors import APIError, ImageNotFound
+from docker.models.containers import Container
+
+from . import engine as eng
+from .errors import HelperError
+from .ntlm import nt_hash
+
+CONNECTION = "vpn"
+CHARON = "/usr/lib/ipsec/charon"
+TOOLS_DIR = "/usr/local/lib/ikev2-vpn-check"
+PROBE = f"{TOOLS_DIR}/probe.py"
+TARGET_SERVICE = f"{TOOLS_DIR}/target_service.py"
+CA_FILE = "/etc/swanctl/x509ca/server-ca.pem"
+SWANCTL_CONF = "/etc/swanctl/swanctl.conf"
+SECRET_CONF = "/etc/swanctl/conf.d/secret.conf"  # noqa: S105 - a path
+TARGET_PORT = 8080
+CONNECT_TIMEOUT_S = 20
+READY_TIMEOUT_S = 15.0
+
+# Only what a Linux EAP-MSCHAPv2 road warrior needs. No revocation/curl: the client must not
+# fetch anything, and nothing here resolves names.
+CHARON_PLUGINS = (
+    *("random", "nonce", "openssl", "pem", "pkcs1", "pkcs8", "x509", "constraints", "pubkey"),
+    *("kernel-libipsec", "kernel-netlink", "socket-default", "vici"),
+    *("eap-identity", "eap-mschapv2", "resolve"),
+)
+SWANCTL_PLUGINS = ("random", "openssl", "pem", "pkcs1", "pkcs8", "x509", "pubkey")
+DISABLED_HEALTHCHECK = {"test": ["NONE"]}  # the image's check is about the server
+
+_BARE_VALUE = re.compile(r"[A-Za-z0-9._@+:/=%-]+")
+
+
+def swanctl_value(text: str) -> str:
+    """``text`` as one swanctl.conf value: bare when safe, else quoted with escapes."""
+    if not text or any(ord(char) < 0x20 or ord(char) == 0x7F for char in text):
+        raise HelperError("a user name must be non-empty and free of control characters")
+    if _BARE_VALUE.fullmatch(text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+_PROPOSALS = re.compile(r"[A-Za-z0-9_-]+(,[A-Za-z0-9_-]+)*")
+
+
+def proposal_list(text: str | None) -> str | None:
+    """A strongSwan proposal list (``aes256-sha256-modp2048,aes128-sha1-modp1024``)."""
+    if text is None:
+        return None
+    compact = ",".join(part.strip() for part in text.split(","))
+    if not _PROPOSALS.fullmatch(compact):
+        raise HelperError(
+            f"{text!r} is not a proposal list; write algorithms joined by '-', "
+            "proposals separated by ','"
+        )
+    return compact
+
+
+def _templates() -> jinja2.Environment:
+    environment = jinja2.Environment(
+        loader=jinja2.FunctionLoader(
+            lambda name: resources.files(__package__).joinpath("client", name).read_text("utf-8")
+        ),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - configuration text, not HTML
+    )
+    environment.filters["swanctl_value"] = swanctl_value
+    return environment
+
+
+def client_script(name: str) -> bytes:
+    return resources.files(__package__).joinpath("client", name).read_bytes()
+
+
+@dataclass(frozen=True)
+class ClientProfile:
+    """What a user types into a VPN client, plus optional proposals to replay a platform."""
+
+    server_address: str
+    server_id: str
+    user: str
+    ike_proposals: str | None = None
+    esp_proposals: str | None = None
+
+
+def render_strongswan_conf(log_level: int = 1, threads: int = 16) -> str:
+    return (
+        _templates()
+        .get_template("strongswan.conf.j2")
+        .render(
+            plugins=CHARON_PLUGINS,
+            swanctl_plugins=SWANCTL_PLUGINS,
+            log_level=log_level,
+            threads=threads,
+        )
+    )
+
+
+def render_swanctl_conf(profile: ClientProfile) -> str:
+    return (
+        _templates()
+        .get_template("swanctl.conf.j2")
+        .render(
+            connection=CONNECTION,
+            server_address=swanctl_value(profile.server_address),
+            server_id=swanctl_value(profile.server_id),
+            user=swanctl_value(profile.user),
+            ike_proposals=profile.ike_proposals,
+            esp_proposals=profile.esp_proposals,
+        )
+    )
+
+
+def render_secret_conf(user: str, password: str) -> str:
+    if not password:
+        raise HelperError("the password is empty")
+    return (
+        _templates()
+        .get_template("secret.conf.j2")
+        .render(connection=CONNECTION, user=swanctl_value(user), nt_hash=nt_hash(password).hex())
+    )
+
+
+# --- results ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    """One connection attempt, as a user would see it."""
+
+    connected: bool
+    virtual_ip: str | None = None
+    dns: list[str] = field(default_factory=list)
+    connect_ms: float | None = None
+    error: str | None = None
+    log: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_probe(cls, answer: dict[str, Any]) -> ConnectResult:
+        vips = [str(ip) for ip in answer.get("virtual_ips", [])]
+        v4 = [ip for ip in vips if ipaddress.ip_address(ip).version == 4]
+        return cls(
+            connected=bool(answer.get("connected")),
+            virtual_ip=next(iter(v4 or vips), None),
+            dns=[str(server) for server in answer.get("dns", [])],
+            connect_ms=answer.get("connect_ms"),
+            error=answer.get("error"),
+            log=[str(line) for line in answer.get("log", [])],
+        )
+
+
+@dataclass(frozen=True)
+class TrafficResult:
+    """What the target saw of the client's traffic through the tunnel."""
+
+    target: str
+    tcp_source: str | None
+    icmp_sent: int
+    icmp_received: int
+    icmp_sources: list[str]
+    error: str | None = None
+
+    @classmethod
+    def from_probe(cls, answer: dict[str, Any]) -> TrafficResult:
+        ping = answer.get("ping", {})
+        errors = [text for text in (ping.get("error"), answer.get("tcp_error")) if text]
+        return cls(
+            target=str(answer.get("target")),
+            tcp_source=answer.get("tcp_source"),
+            icmp_sent=int(ping.get("sent", 0)),
+            icmp_received=int(ping.get("received", 0)),
+            icmp_sources=[str(source) for source in answer.get("icmp_sources", [])],
+            error="; ".join(errors) or None,
+        )
+
+
+# --- containers ------------------------------------------------------------------------------
+
+
+def _create(
+    engine: docker.DockerClient, image: str, name: str, network: str, **options: Any
+) -> Container:
+    try:
+        return engine.containers.create(
+            image,
+            name=name,
+            network=network,
+            healthcheck=DISABLED_HEALTHCHECK,
+            # The image declares VOLUME /data: a tmpfs there leaves no anonymous volume behind.
+            tmpfs={"/data": "size=1m"},
+            detach=True,
+            **options,
+        )
+    except ImageNotFound:
+        raise HelperError(f"image {image} does not exist") from None
+    except APIError as error:
+        raise HelperError(f"cannot create container {name}: {error.explanation}") from None
+
+
+def _address_on(container: Container, network: str) -> str:
+    container.reload()
+    address = eng.network_addresses(container).get(network)
+    if not address:
+        raise HelperError(f"container {container.name} got no IPv4 address on {network}")
+    return address
+
+
+class Target:
+    """A container on the server's egress network that reports who reached it."""
+
+    def __init__(self, container: Container, address: str, port: int) -> None:
+        self.container = container
+        self.address = address
+        self.port = port
+
+    @classmethod
+    def start(
+        cls,
+        engine: docker.DockerClient,
+        *,
+        image: str,
+        network: str,
+        name: str,
+        run_id: str | None,
+        port: int = TARGET_PORT,
+    ) -> Target:
+        container = _create(
+            engine,
+            image,
+            name,
+            network,
+            entrypoint=["python3", "-u", TARGET_SERVICE, "--port", str(port)],
+            labels=eng.labels(run_id, "target"),
+        )
+        eng.put_files(container, [eng.FileSpec(TARGET_SERVICE, client_script("target_service.py"))])
+        container.start()
+        _wait_for(lambda: b"listening" in container.logs(), container, "target service")
+        return cls(container, _address_on(container, network), port)
+
+    def report(self) -> dict[str, Any]:
+        """What the target saw since its last report, asked from inside its container."""
+        result = eng.run_in(
+            self.container, ["python3", TARGET_SERVICE, "--port", str(self.port), "--report"]
+        )
+        try:
+            answer: dict[str, Any] = json.loads(result.stdout)
+        except ValueError:
+            return {}
+        return answer
+
+    def remove(self) -> None:
+        self.container.remove(force=True, v=True)
+
+
+class VpnClient:
+    """A strongSwan client container that trusts the server's CA and can dial it."""
+
+    def __init__(
+        self, container: Container, server_address: str, server_id: str, address: str
+    ) -> None:
+        self.container = container
+        self.server_address = server_address
+        self.server_id = server_id
+        self.address = address  # its own address on the network it shares with the server
+        self._hide: list[str] = []
+
+    @property
+    def name(self) -> str:
+        return str(self.container.name)
+
+    @classmethod
+    def start(
+        cls,
+        engine: docker.DockerClient,
+        *,
+        image: str,
+        network: str,
+        server_address: str,
+        server_id: str,
+        ca_pem: bytes,
+        name: str,
+        run_id: str | None,
+        log_level: int = 1,
+    ) -> VpnClient:
+        container = _create(
+            engine,
+            image,
+            name,
+            network,
+            entrypoint=[CHARON],
+            cap_add=["NET_ADMIN"],
+            devices=["/dev/net/tun:/dev/net/tun:rwm"],
+            labels=eng.labels(run_id, "client"),
+        )
+        eng.put_files(
+            container,
+            [
+                eng.FileSpec("/etc/strongswan.conf", render_strongswan_conf(log_level).encode()),
+                eng.FileSpec(CA_FILE, ca_pem),
+                eng.FileSpec(PROBE, client_script("probe.py")),
+            ],
+        )
+        container.start()
+        _wait_for(
+            lambda: eng.run_in(container, ["swanctl", "--stats"]).exit_code == 0,
+            container,
+            "charon",
+        )
+        return cls(container, server_address, server_id, _address_on(container, network))
+
+    def connect(
+        self,
+        user: str,
+        password: str,
+        *,
+        timeout_s: int = CONNECT_TIMEOUT_S,
+        ike_proposals: str | None = None,
+        esp_proposals: str | None = None,
+    ) -> ConnectResult:
+        """Dial the server as ``user``; the result says what a user would have seen."""
+        profile = ClientProfile(
+            self.server_address, self.server_id, user, ike_proposals, esp_proposals
+        )
+        self._hide.append(password)
+        eng.put_files(
+            self.container,
+            [
+                eng.FileSpec(SWANCTL_CONF, render_swanctl_conf(profile).encode()),
+                eng.FileSpec(SECRET_CONF, render_secret_conf(user, password).encode(), 0o600),
+            ],
+        )
+        answer = self._probe(["connect", "--timeout", str(timeout_s)])
+        return ConnectResult.from_probe(answer)
+
+    def disconnect(self) -> bool:
+        return bool(self._probe(["disconnect"]).get("disconnected"))
+
+    def send_traffic(self, target: Target, count: int = 3, timeout_s: float = 3.0) -> TrafficResult:
+        """Ping the target and ask it over TCP which source addresses it saw."""
+        answer = self._probe(
+            [
+                "traffic",
+                "--target",
+                target.address,
+                "--port",
+                str(target.port),
+                "--count",
+                str(count),
+                "--timeout",
+                str(timeout_s),
+            ]
+        )
+        return TrafficResult.from_probe(answer)
+
+    def logs(self, lines: int = 60) -> str:
+        return eng.log_tail(self.container, lines, self._hide)
+
+    def remove(self) -> None:
+        self.container.remove(force=True, v=True)
+
+    def _probe(self, args: list[str]) -> dict[str, Any]:
+        result = eng.run_in(self.container, ["python3", PROBE, *args])
+        try:
+            answer: dict[str, Any] = json.loads(result.stdout)
+        except ValueError:
+            detail = eng.redact((result.stderr or result.stdout).strip(), self._hide)
+            raise HelperError(
+                f"the probe in {self.name} failed ({args[0]}): "
+                f"{detail.splitlines()[-1] if detail else result.exit_code}"
+            ) from None
+        return answer
+
+
+def _wait_for(ready: Callable[[], bool], container: Container, what: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while time.monotonic() < deadline:
+        container.reload()
+        if container.status not in {"created", "running"}:
+            break
+        if ready():
+            return
+        time.sleep(0.2)
+    tail = eng.log_tail(container, 10).strip().splitlines()
+    raise HelperError(
+        f"{what} in container {container.name} did not start" + (f": {tail[-1]}" if tail else "")
+    )
