@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import secrets
 import tarfile
@@ -38,6 +39,12 @@ def connect_engine(timeout: int = ENGINE_TIMEOUT_S) -> docker.DockerClient:
             f"the Docker engine does not answer ({error}); start it or set DOCKER_HOST"
         ) from None
     return engine
+
+
+def engine_is_local() -> bool:
+    """Whether the engine runs on this host (a Unix socket), so its networks meet ours."""
+    host = os.environ.get("DOCKER_HOST", "")
+    return not host or host.startswith("unix://")
 
 
 def new_run_id() -> str:

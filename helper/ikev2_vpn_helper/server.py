@@ -49,6 +49,7 @@ class ServerSpec:
     name: str = DEFAULT_NAME
     env: Mapping[str, str] = field(default_factory=dict)
     secret_files: Mapping[str, bytes] = field(default_factory=dict)
+    files: Mapping[str, bytes] = field(default_factory=dict)  # path -> content, e.g. certificates
     volume: str | None = None  # named volume on /data; None: "<name>-data"
     networks: Sequence[str] = ()
     publish: bool = False  # UDP 500 and 4500 on the host
@@ -115,6 +116,10 @@ def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
                     for setting, content in spec.secret_files.items()
                 ],
                 private_dirs=[SECRETS_DIR],
+            )
+        if spec.files:
+            eng.put_files(
+                container, [eng.FileSpec(path, data, 0o600) for path, data in spec.files.items()]
             )
         for network in networks[1:]:
             engine.networks.get(network).connect(container)

@@ -8,12 +8,17 @@
 
 Ranges are cut into /26 slots so parallel runs on one engine get their own subnets; each
 role starts with its own documentation range (192.0.2.0/24 wan, 198.51.100.0/24 egress)
-and moves on to the others when it is taken.
+and moves on to the others when it is taken. Slots that overlap the host's own networks are
+never used: some machines (this project's CI among them) sit in a documentation range
+themselves, and a bridge holding the host's gateway address cuts the host off.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
+import shutil
+import subprocess
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -78,6 +83,40 @@ def engine_subnets(engine: docker.DockerClient) -> list[ipaddress.IPv4Network]:
     return subnets
 
 
+def host_subnets() -> list[ipaddress.IPv4Network]:
+    """IPv4 networks the local host is attached to or routes to (not default routes).
+
+    Read with ``ip`` when the engine runs on this host; elsewhere nothing can be known and
+    the engine's own subnets are all that is avoided.
+    """
+    ip = shutil.which("ip")
+    if ip is None or not eng.engine_is_local():
+        return []
+    subnets = []
+    for argv in ([ip, "-j", "-4", "route", "show", "table", "all"], [ip, "-j", "-4", "addr"]):
+        try:
+            output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+            entries = json.loads(output or "[]")
+        except (OSError, subprocess.CalledProcessError, ValueError):
+            continue
+        for entry in entries:
+            for text in _prefixes(entry):
+                try:
+                    subnets.append(ipaddress.IPv4Network(text, strict=False))
+                except ValueError:
+                    continue
+    return subnets
+
+
+def _prefixes(entry: dict[str, object]) -> Iterator[str]:
+    dst = entry.get("dst")
+    if isinstance(dst, str) and dst not in {"default", "broadcast"}:
+        yield dst
+    for info in entry.get("addr_info", []) or []:  # type: ignore[attr-defined]
+        if isinstance(info, dict) and "local" in info and "prefixlen" in info:
+            yield f"{info['local']}/{info['prefixlen']}"
+
+
 def ensure_topology(engine: docker.DockerClient, name: str, run_id: str | None = None) -> Topology:
     """Create the two networks of topology ``name``, or reuse them when they exist."""
     wan_name, egress_name = network_names(name)
@@ -109,7 +148,7 @@ def _ensure_network(
     labels = {**eng.labels(run_id, role), LABEL_TOPOLOGY: topology}
     # Another run may take the same slot between listing and creating: try the next one.
     for _attempt in range(8):
-        slot = next(free_subnets(spaces, engine_subnets(engine)), None)
+        slot = next(free_subnets(spaces, [*engine_subnets(engine), *host_subnets()]), None)
         if slot is None:
             raise HelperError(
                 f"no free /{SLOT_PREFIX} left in the documentation ranges for network {name}; "

@@ -133,13 +133,21 @@ def render_swanctl_conf(profile: ClientProfile) -> str:
     )
 
 
-def render_secret_conf(user: str, password: str) -> str:
+def render_secret_conf(user: str, password: str, *, plain: bool = False) -> str:
+    """The client's secret: the NT hash by default (what Windows and Apple derive from any
+    Unicode password), or with ``plain`` the password itself, from which strongSwan derives
+    the hash on its own (the same thing for ASCII passwords)."""
     if not password:
         raise HelperError("the password is empty")
     return (
         _templates()
         .get_template("secret.conf.j2")
-        .render(connection=CONNECTION, user=swanctl_value(user), nt_hash=nt_hash(password).hex())
+        .render(
+            connection=CONNECTION,
+            user=swanctl_value(user),
+            kind="eap" if plain else "ntlm",
+            secret=(password.encode() if plain else nt_hash(password)).hex(),
+        )
     )
 
 
@@ -338,6 +346,7 @@ class VpnClient:
         timeout_s: int = CONNECT_TIMEOUT_S,
         ike_proposals: str | None = None,
         esp_proposals: str | None = None,
+        plain_secret: bool = False,
     ) -> ConnectResult:
         """Dial the server as ``user``; the result says what a user would have seen."""
         profile = ClientProfile(
@@ -348,7 +357,11 @@ class VpnClient:
             self.container,
             [
                 eng.FileSpec(SWANCTL_CONF, render_swanctl_conf(profile).encode()),
-                eng.FileSpec(SECRET_CONF, render_secret_conf(user, password).encode(), 0o600),
+                eng.FileSpec(
+                    SECRET_CONF,
+                    render_secret_conf(user, password, plain=plain_secret).encode(),
+                    0o600,
+                ),
             ],
         )
         answer = self._probe(["connect", "--timeout", str(timeout_s)])

@@ -1,0 +1,56 @@
+"""End-to-end fixtures: real server and client containers on private Docker networks.
+
+The tests never skip: without a Docker engine or the image they fail and say what to do.
+Every container, network and volume is labelled with the run id and removed afterwards.
+Test networks use documentation ranges; nothing is sent to public addresses.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import docker
+import pytest
+
+from ikev2_vpn_helper import engine as eng
+from ikev2_vpn_helper.errors import HelperError
+from ikev2_vpn_helper.lab import Lab
+
+IMAGE = os.environ.get("VPN_TEST_IMAGE", "ikev2-vpn:test")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "tests/e2e/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def engine() -> docker.DockerClient:
+    try:
+        client = eng.connect_engine()
+    except HelperError as error:
+        pytest.fail(f"end-to-end tests need a Docker engine: {error}", pytrace=False)
+    try:
+        client.images.get(IMAGE)
+    except docker.errors.ImageNotFound:
+        pytest.fail(
+            f"image {IMAGE} does not exist; build it with `ikev2-vpn-helper build --tag {IMAGE}` "
+            "(tests/run does)",
+            pytrace=False,
+        )
+    return client
+
+
+@pytest.fixture(scope="session")
+def image(engine: docker.DockerClient) -> str:
+    """The server image under test (VPN_TEST_IMAGE), known to exist."""
+    return IMAGE
+
+
+@pytest.fixture(scope="module")
+def lab(engine: docker.DockerClient) -> Iterator[Lab]:
+    """One lab (networks, target) per test module; everything it made is removed after."""
+    with Lab(engine, image=IMAGE) as lab:
+        yield lab

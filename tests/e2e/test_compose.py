@@ -1,0 +1,102 @@
+"""`docker compose up -d` with the repository's compose.yaml starts a working server.
+
+Runs the real compose tool (v2 `docker compose` when present, else Debian's v1
+`docker-compose`) through pytest-docker, then connects a client through the result.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import docker
+import pytest
+
+from ikev2_vpn_helper import engine as eng
+from ikev2_vpn_helper.lab import Lab
+from ikev2_vpn_helper.server import Server
+from ikev2_vpn_helper.topology import TEST_NET_3, engine_subnets, free_subnets, host_subnets
+
+ROOT = Path(__file__).resolve().parents[2]
+PASSWORD = "compose-pw #1"
+
+
+@pytest.fixture(scope="session")
+def docker_compose_command() -> str:
+    if (
+        shutil.which("docker")
+        and subprocess.run(
+            ["docker", "compose", "version"], capture_output=True, check=False
+        ).returncode
+        == 0
+    ):
+        return "docker compose"
+    if shutil.which("docker-compose"):
+        return "docker-compose"
+    pytest.fail("neither `docker compose` nor `docker-compose` is installed", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def docker_compose_file() -> list[str]:
+    return [str(ROOT / "compose.yaml"), str(ROOT / "tests" / "e2e" / "compose.test.yaml")]
+
+
+@pytest.fixture(scope="session")
+def docker_compose_project_name() -> str:
+    return f"ikev2-vpn-test-{eng.new_run_id()}"
+
+
+@pytest.fixture(scope="session")
+def compose_environment(engine: docker.DockerClient, image: str) -> Iterator[None]:
+    """What an operator would put in .env, plus the image under test and a free subnet."""
+    subnet = next(free_subnets([TEST_NET_3], [*engine_subnets(engine), *host_subnets()]))
+    values = {
+        "VPN_IMAGE": image,
+        "VPN_TEST_SUBNET": str(subnet),
+        "VPN_HOST": "vpn.example.test",
+        "VPN_DNS": "203.0.113.53",
+        "VPN_USER": "compose",
+        "VPN_PASSWORD": PASSWORD,
+    }
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    yield
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+@pytest.fixture(scope="session")
+def docker_setup(compose_environment: None) -> list[str]:
+    return ["up -d"]  # the image is built by tests/run; this host cannot pull a base
+
+
+def test_compose_up_starts_a_healthy_working_server(
+    engine: docker.DockerClient,
+    image: str,
+    docker_services: object,
+    docker_compose_project_name: str,
+) -> None:
+    containers = engine.containers.list(
+        filters={"label": f"com.docker.compose.project={docker_compose_project_name}"}
+    )
+    assert len(containers) == 1
+    server = Server(containers[0], hide=[PASSWORD])
+    server.wait_healthy()
+
+    host = server.container.attrs["HostConfig"]
+    assert host["Privileged"] is False
+    assert host["CapAdd"] == ["NET_ADMIN"]
+    assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    mounts = {m["Destination"]: m for m in server.container.attrs["Mounts"]}
+    assert mounts["/data"]["Type"] == "volume"
+
+    with Lab(engine, image=image) as lab:
+        report = lab.check(server, "compose", PASSWORD)
+    assert report.ok, [f for f in report.findings if not f.ok]
+    assert report.connection.dns == ["203.0.113.53"]
