@@ -52,8 +52,9 @@ COPY --from=build /opt/ikev2-vpn /opt/ikev2-vpn
 ENV PATH=/opt/ikev2-vpn/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 VOLUME ["/data"]
 EXPOSE 500/udp 4500/udp
-# Docker 20.10 has no --start-interval: the first check runs one interval after start.
-HEALTHCHECK --interval=5s --timeout=4s --start-period=60s --retries=3 \
+# Docker 20.10 has no --start-interval: the first check runs one interval after start, so
+# the interval is short; a check costs about 30 ms of CPU (1 % of a core at 3 s).
+HEALTHCHECK --interval=3s --timeout=3s --start-period=60s --retries=3 \
     CMD ["/opt/ikev2-vpn/bin/python3", "-m", "ikev2_vpn.health"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["ikev2-vpn"]

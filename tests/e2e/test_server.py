@@ -170,6 +170,25 @@ def test_restart_and_recreate_keep_ca_users_and_clients(lab: Lab) -> None:
     assert moved.connected, moved.error
 
 
+def test_unset_host_falls_back_to_the_container_address(lab: Lab) -> None:
+    """VPN_HOST unset and detection off: the server says which address it chose and why,
+    and a client dialling that address (the IP as identity and SAN) gets in."""
+    server = lab.start_server(
+        {"VPN_HOST_DETECT": "off", "VPN_DNS": DNS, "VPN_USERS": "ip:Ip-pw"},
+        name=lab.name("iphost"),
+        volume=lab.name("iphost-data"),
+    )
+    egress = server.egress()
+    output = logs(server.container)
+    assert (
+        f"server identity: {egress.address} (VPN_HOST unset and VPN_HOST_DETECT=off; using "
+        f"the container's address on {egress.interface}"
+    ) in output
+    assert server.identity() == egress.address
+    result = lab.start_client(server).connect("ip", "Ip-pw")
+    assert result.connected, result.error
+
+
 INVALID = {
     "pool host bits": (
         {"VPN_POOL_V4": "10.10.10.1/24"},
