@@ -94,58 +94,52 @@ def _templates() -> jinja2.Environment:
     )
 
 
+def _render(template: str, **values: Any) -> str:
+    return _templates().get_template(template).render(**values)
+
+
 def _secret_name(account: Account) -> str:
     # swanctl section names allow only [A-Za-z0-9_-]; user names may also contain . @ +
     return "ntlm-" + account.name.encode().hex()
 
 
 def strongswan_conf(plan: Plan) -> str:
-    return (
-        _templates()
-        .get_template("strongswan.conf.j2")
-        .render(
-            plugins=charon_plugins(plan.backend.backend),
-            backend=plan.backend,
-            log_level=plan.log_level,
-            retransmit_tries=defaults.RETRANSMIT_TRIES,
-        )
+    return _render(
+        "strongswan.conf.j2",
+        plugins=charon_plugins(plan.backend.backend),
+        backend=plan.backend,
+        log_level=plan.log_level,
+        retransmit_tries=defaults.RETRANSMIT_TRIES,
     )
 
 
 def swanctl_conf(plan: Plan) -> str:
     """The configuration as swanctl.conf. Secrets appear only as NT hashes in hex."""
     chosen = proposals(plan.proposals, plan.backend.esp_gcm)
-    return (
-        _templates()
-        .get_template("swanctl.conf.j2")
-        .render(
-            connection=defaults.CONNECTION_NAME,
-            host=plan.host,
-            proposals=chosen,
-            pool_name=defaults.POOL_V4_NAME,
-            pool_v4=plan.pool_v4,
-            dns=plan.dns,
-            leaf_file=LEAF_FILE,
-            dpd_delay=defaults.DPD_DELAY,
-            rekey_time=defaults.SERVER_REKEY_TIME,
-            secrets=[
-                {"section": _secret_name(a), "id": a.name, "hex": nt_hash(a.password).hex()}
-                for a in plan.accounts
-            ],
-            backend=plan.backend,
-        )
+    return _render(
+        "swanctl.conf.j2",
+        connection=defaults.CONNECTION_NAME,
+        host=plan.host,
+        proposals=chosen,
+        pool_name=defaults.POOL_V4_NAME,
+        pool_v4=plan.pool_v4,
+        dns=plan.dns,
+        leaf_file=LEAF_FILE,
+        dpd_delay=defaults.DPD_DELAY,
+        rekey_time=defaults.SERVER_REKEY_TIME,
+        secrets=[
+            {"section": _secret_name(a), "id": a.name, "hex": nt_hash(a.password).hex()}
+            for a in plan.accounts
+        ],
     )
 
 
 def nftables_conf(plan: Plan) -> str:
-    return (
-        _templates()
-        .get_template("nftables.conf.j2")
-        .render(
-            pool_v4=plan.pool_v4,
-            egress=plan.egress_interface,
-            mss=defaults.TCP_MSS,
-        )
+    return _render(
+        "nftables.conf.j2",
+        pool_v4=plan.pool_v4,
+        egress=plan.egress_interface,
+        mss=defaults.TCP_MSS,
     )
 
 
