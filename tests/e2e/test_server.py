@@ -359,3 +359,39 @@ def test_stop_crash_and_orphans(lab: Lab) -> None:
     eng.run_checked(server.container, ["sh", "-c", "kill -9 $(cat /var/run/charon.pid)"])
     assert server.wait_exit(timeout_s=10) != 0
     assert "charon exited unexpectedly" in logs(server.container)
+
+
+MISSING = {
+    "NET_ADMIN": ("cap_add", "add --cap-add NET_ADMIN"),
+    "TUN device": ("devices", "add --device /dev/net/tun"),
+}
+
+
+@pytest.mark.parametrize("missing", MISSING, ids=list(MISSING))
+def test_missing_privileges_are_named(lab: Lab, image: str, missing: str) -> None:
+    """Started without what it needs, the server says which flag to add (userspace IPsec is
+    forced so the TUN device is needed on every kernel)."""
+    option, hint = MISSING[missing]
+    options: dict[str, object] = {
+        "cap_add": ["NET_ADMIN"],
+        "devices": ["/dev/net/tun:/dev/net/tun:rwm"],
+        "sysctls": {"net.ipv4.ip_forward": "1"},
+    }
+    del options[option]
+    container = lab.engine.containers.run(
+        image,
+        name=lab.name("missing-" + missing.replace(" ", "-").lower()),
+        environment={
+            "VPN_HOST": HOST,
+            "VPN_USERS": "a:Missing-pw",
+            "VPN_IPSEC_BACKEND": "userspace",
+        },
+        tmpfs={"/data": ""},
+        labels=eng.labels(lab.run_id, "server"),
+        detach=True,
+        **options,
+    )
+    assert container.wait(timeout=30)["StatusCode"] == 2
+    output = logs(container)
+    assert hint in output
+    assert "charon started" not in output
