@@ -6,7 +6,7 @@ import pytest
 
 from ikev2_vpn_helper.client.probe import parse_pushed_dns
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.ntlm import md4, nt_hash
+from ikev2_vpn_helper.ntlm import nt_hash
 from ikev2_vpn_helper.vpnclient import (
     CHARON_PLUGINS,
     ClientProfile,
@@ -22,23 +22,9 @@ from ikev2_vpn_helper.vpnclient import (
 PROFILE = ClientProfile(server_address="192.0.2.10", server_id="vpn.example.test", user="alice")
 
 
-@pytest.mark.parametrize(
-    ("data", "digest"),
-    [  # RFC 1320, appendix A.5
-        (b"", "31d6cfe0d16ae931b73c59d7e0c089c0"),
-        (b"a", "bde52cb31de33e46245e05fbdbd6fb24"),
-        (b"abc", "a448017aaf21d8525fc10ae87aa6729d"),
-        (b"message digest", "d9130a8164549fe818874806e1c7014b"),
-        (b"abcdefghijklmnopqrstuvwxyz", "d79e1c308aa5bbcdeea8ed63df412da9"),
-        (b"1234567890" * 8, "e33b4ddc9c38f2199c3e7b164fcc0536"),
-    ],
-)
-def test_md4_matches_rfc_1320(data: bytes, digest: str) -> None:
-    assert md4(data).hex() == digest
-
-
 def test_nt_hash_hashes_utf16_so_unicode_passwords_work_as_typed() -> None:
     assert nt_hash("password").hex() == "8846f7eaee8fb117ad06bdd830b7586c"
+    assert nt_hash("clientPass").hex() == "44ebba8d5312b8d611474411f56989ae"  # RFC 2759
     assert nt_hash("pässword") != nt_hash("p\xc3\xa4ssword")  # not byte-widened UTF-8
 
 
@@ -49,6 +35,12 @@ def test_secret_file_holds_the_nt_hash_never_the_password() -> None:
     assert "ntlm-vpn" in text
     assert password not in text
     assert '"word"' not in text
+
+
+def test_plain_secret_leaves_the_hashing_to_strongswan() -> None:
+    text = render_secret_conf("alice", "correct horse", plain=True)
+    assert f"secret = 0x{b'correct horse'.hex()}" in text
+    assert "eap-vpn" in text and "ntlm-" not in text
 
 
 def test_empty_password_is_refused() -> None:
