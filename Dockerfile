@@ -45,9 +45,7 @@ RUN apt-get update \
         libcharon-extra-plugins \
         python3 python3-pydantic-settings python3-jinja2 python3-cryptography \
         python3-pycryptodome \
- && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb \
-           /usr/share/doc /usr/share/man /usr/share/locale \
- && rm -f /etc/strongswan.d/charon-logging.conf
+ && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 COPY --from=build /opt/ikev2-vpn /opt/ikev2-vpn
 ENV PATH=/opt/ikev2-vpn/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 VOLUME ["/data"]
