@@ -4,12 +4,16 @@ The proposal sets follow shared/clients.md. Ordering matters: strongSwan, as res
 walks its own list first and picks the first algorithm of each kind that the client offers.
 """
 
+import ipaddress
 from pathlib import Path
 from typing import Final
 
 DATA_DIR: Final = Path("/data")
+CA_CERT_NAME: Final = "ca.crt"  # in DATA_DIR: the file users give their devices
+CHARON: Final = Path("/usr/lib/ipsec/charon")
 CONNECTION_NAME: Final = "ikev2-vpn"
 POOL_V4_NAME: Final = "pool-v4"
+POOL_V4: Final = ipaddress.IPv4Network("10.10.10.0/24")
 IKE_PORT: Final = 500
 NATT_PORT: Final = 4500
 

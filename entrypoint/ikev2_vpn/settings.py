@@ -25,6 +25,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from . import defaults
 from .errors import ConfigError, ConfigErrors
 
 ENV_PREFIX = "VPN_"
@@ -169,7 +170,7 @@ class Settings(BaseSettings):
     password: SecretStr | None = None
     users: Annotated[tuple[Account, ...], NoDecode] = ()
     users_file: Annotated[UsersFile | None, NoDecode] = None
-    pool_v4: ipaddress.IPv4Network = ipaddress.IPv4Network("10.10.10.0/24")
+    pool_v4: ipaddress.IPv4Network = defaults.POOL_V4
     dns: Annotated[tuple[IPAddress, ...], NoDecode] = (
         ipaddress.IPv4Address("1.1.1.1"),
         ipaddress.IPv4Address("1.0.0.1"),
@@ -384,8 +385,9 @@ def known_variables() -> set[str]:
     return names
 
 
-def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
     """Warnings for VPN_* variables nobody reads: usually a typo worth pointing out."""
+    environ = os.environ if environ is None else environ
     known = known_variables()
     warnings = []
     for name in sorted(environ):

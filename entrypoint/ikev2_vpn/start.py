@@ -7,7 +7,6 @@ started; the first problem stops the container with one line and a non-zero stat
 from __future__ import annotations
 
 import logging
-import os
 
 from . import defaults, render
 from .apply import backend, network
@@ -18,14 +17,14 @@ from .run.charon import Supervisor
 from .settings import CertSource, Settings, describe, load_settings, unknown_variables
 from .state import certcheck, pki
 from .state.credentials import ServerCredentials
-from .state.users import resolve_accounts
+from .state.users import STORE_NAME, resolve_accounts
 
 log = logging.getLogger("ikev2_vpn")
 
 
 def run() -> int:
     supervisor = Supervisor()  # handles SIGTERM from here on
-    for warning in unknown_variables(os.environ):
+    for warning in unknown_variables():
         log.warning(warning)
     settings = load_settings()
     for line in describe(settings):
@@ -49,7 +48,7 @@ def run() -> int:
             "no user configured: created user %r with password %s (shown once, kept in %s)",
             accounts.generated.name,
             accounts.generated.password.get_secret_value(),
-            defaults.DATA_DIR / "users.json",
+            defaults.DATA_DIR / STORE_NAME,
         )
 
     plan = render.Plan(
@@ -101,6 +100,6 @@ def _announce(settings: Settings, identity: ServerIdentity, plan: render.Plan) -
     if plan.credentials.ca is not None:
         log.info(
             "clients must trust the CA in %s (SHA-256 %s)",
-            defaults.DATA_DIR / "ca.crt",
+            defaults.DATA_DIR / defaults.CA_CERT_NAME,
             pki.ca_fingerprint(plan.credentials.ca),
         )

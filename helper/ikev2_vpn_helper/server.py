@@ -14,24 +14,20 @@ import docker
 from docker.errors import APIError, ImageNotFound, NotFound
 from docker.models.containers import Container
 
+# Facts about the server image come from the container package itself (pure data).
+from ikev2_vpn.defaults import CA_CERT_NAME, CONNECTION_NAME, DATA_DIR, POOL_V4, SYSCTLS
+
 from . import engine as eng
 from .errors import HelperError
 from .image import DEFAULT_IMAGE
 
 DEFAULT_NAME = "ikev2-vpn"
-DEFAULT_POOL = ipaddress.IPv4Network("10.10.10.0/24")
-CA_PATH = "/data/ca.crt"
-CONNECTION_NAME = "ikev2-vpn"
+CA_PATH = str(DATA_DIR / CA_CERT_NAME)
 SECRETS_DIR = "/run/secrets/ikev2-vpn"
 HEALTH_TIMEOUT_S = 90.0
 # What the server needs and nothing more (no --privileged): see shared/lab-notes.md.
 CAPABILITIES = ("NET_ADMIN",)
 DEVICES = ("/dev/net/tun:/dev/net/tun:rwm",)
-SYSCTLS = {
-    "net.ipv4.ip_forward": "1",
-    "net.ipv4.conf.all.accept_redirects": "0",
-    "net.ipv4.conf.all.send_redirects": "0",
-}
 
 
 @dataclass(frozen=True)
@@ -88,7 +84,7 @@ def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
         "environment": spec.environment(),
         "cap_add": list(CAPABILITIES),
         "devices": list(DEVICES),
-        "sysctls": dict(SYSCTLS),
+        "sysctls": dict(SYSCTLS),  # what the entrypoint would otherwise ask for
         "volumes": {spec.volume_name(): {"bind": "/data", "mode": "rw"}},
         "labels": {**eng.labels(None, "server"), **spec.labels},
         "detach": True,
@@ -174,7 +170,7 @@ class Server:
         """The pool clients get addresses from (the server's VPN_POOL_V4, else its default)."""
         value = self._env.get("VPN_POOL_V4")
         if not value:
-            return DEFAULT_POOL
+            return POOL_V4
         try:
             return ipaddress.IPv4Network(value, strict=False)
         except ValueError:

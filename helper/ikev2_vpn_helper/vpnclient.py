@@ -20,13 +20,15 @@ import docker
 import jinja2
 from docker.errors import APIError, ImageNotFound
 from docker.models.containers import Container
+from pydantic import SecretStr
+
+from ikev2_vpn.defaults import CHARON
+from ikev2_vpn.state.users import nt_hash
 
 from . import engine as eng
 from .errors import HelperError
-from .ntlm import nt_hash
 
 CONNECTION = "vpn"
-CHARON = "/usr/lib/ipsec/charon"
 TOOLS_DIR = "/usr/local/lib/ikev2-vpn-check"
 PROBE = f"{TOOLS_DIR}/probe.py"
 TARGET_SERVICE = f"{TOOLS_DIR}/target_service.py"
@@ -146,7 +148,7 @@ def render_secret_conf(user: str, password: str, *, plain: bool = False) -> str:
             connection=CONNECTION,
             user=swanctl_value(user),
             kind="eap" if plain else "ntlm",
-            secret=(password.encode() if plain else nt_hash(password)).hex(),
+            secret=(password.encode() if plain else nt_hash(SecretStr(password))).hex(),
         )
     )
 
@@ -317,7 +319,7 @@ class VpnClient:
             image,
             name,
             network,
-            entrypoint=[CHARON],
+            entrypoint=[str(CHARON)],
             cap_add=["NET_ADMIN"],
             devices=["/dev/net/tun:/dev/net/tun:rwm"],
             labels=eng.labels(run_id, "client"),

@@ -232,29 +232,28 @@ def test_invalid_settings_stop_the_server_with_one_line(lab: Lab, case: str) -> 
 
 def test_bad_settings_leave_existing_state_untouched(lab: Lab) -> None:
     volume = lab.name("state-data")
-    server = start(
-        lab,
-        "state",
-        {"VPN_USER": "erin"},
-        secret_files={"VPN_PASSWORD_FILE": b"Erin-pw-1"},
-        volume=volume,
-    )
-    before = eng.run_checked(server.container, ["sh", "-c", "cd /data && sha256sum ca.crt pki/*"])
-    server.remove()
+
+    def state_of_good_server(role: str) -> str:
+        server = start(
+            lab,
+            role,
+            {"VPN_USER": "erin"},
+            secret_files={"VPN_PASSWORD_FILE": b"Erin-pw-1"},
+            volume=volume,
+        )
+        digest = eng.run_checked(
+            server.container, ["sh", "-c", "cd /data && sha256sum ca.crt pki/*"]
+        )
+        server.remove()
+        return digest
+
+    before = state_of_good_server("state")
     bad = start(
         lab, "state-bad", {"VPN_POOL_V4": "300.1.1.0/24"}, volume=volume, wait=False, restart=None
     )
     assert bad.wait_exit() == 2
     bad.remove()
-    good = start(
-        lab,
-        "state-good",
-        {"VPN_USER": "erin"},
-        secret_files={"VPN_PASSWORD_FILE": b"Erin-pw-1"},
-        volume=volume,
-    )
-    after = eng.run_checked(good.container, ["sh", "-c", "cd /data && sha256sum ca.crt pki/*"])
-    assert after == before
+    assert state_of_good_server("state-good") == before
 
 
 def test_ipsec_backend_follows_the_kernel(lab: Lab, alice: Server) -> None:

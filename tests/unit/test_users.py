@@ -125,3 +125,5 @@ def test_store_written_by_an_earlier_version_is_read(store: Path) -> None:
 def test_nt_hash_known_vectors() -> None:
     assert nt_hash(SecretStr("password")).hex() == "8846f7eaee8fb117ad06bdd830b7586c"
     assert nt_hash(SecretStr("clientPass")).hex() == "44ebba8d5312b8d611474411f56989ae"
+    # UTF-16LE of what was typed, not byte-widened UTF-8 (what charon does with plain secrets)
+    assert nt_hash(SecretStr("pässword")) != nt_hash(SecretStr("p\xc3\xa4ssword"))

@@ -14,9 +14,11 @@ import subprocess
 from pathlib import Path
 from types import FrameType
 
+from .. import defaults
+
 log = logging.getLogger(__name__)
 
-CHARON = Path("/usr/lib/ipsec/charon")
+CHARON = defaults.CHARON  # a module attribute, so tests can stand in a script
 STALE_FILES = (Path("/var/run/charon.pid"), Path("/var/run/charon.vici"))
 STOP_TIMEOUT_S = 6.0  # Docker's default stop timeout is 10 s
 

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
+from ..defaults import CA_CERT_NAME
 from ..errors import ConfigError
 from .credentials import ServerCredentials
 from .files import atomic_write, ensure_dir, remove_stale_temporaries
@@ -68,7 +69,7 @@ def ca_fingerprint(cert: x509.Certificate) -> str:
 
 
 def _ensure_ca(data_dir: Path, now: datetime) -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
-    cert_path, key_path = data_dir / "ca.crt", data_dir / "pki" / "ca.key"
+    cert_path, key_path = data_dir / CA_CERT_NAME, data_dir / "pki" / "ca.key"
     if cert_path.exists() and key_path.exists():
         cert, key = _load_ca(data_dir, cert_path, key_path)
         _check_ca_dates(cert, data_dir, now)
@@ -146,7 +147,7 @@ def _check_ca_dates(cert: x509.Certificate, data_dir: Path, now: datetime) -> No
     expiry = cert.not_valid_after_utc.date().isoformat()
     if now >= cert.not_valid_after_utc:
         raise ConfigError(
-            str(data_dir / "ca.crt"),
+            str(data_dir / CA_CERT_NAME),
             f"the CA expired on {expiry}, so no client accepts this server any more",
             _START_OVER.format(data=data_dir),
         )
