@@ -65,6 +65,31 @@ GENERATED_USER: Final = "vpnuser"
 PASSWORD_ALPHABET: Final = "abcdefghijkmnopqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # noqa: S105
 PASSWORD_LENGTH: Final = 20
 
+# --- ACME (VPN_CERT=letsencrypt) ------------------------------------------------------------
+ACME_DIRECTORIES: Final = {
+    "production": "https://acme-v02.api.letsencrypt.org/directory",
+    "staging": "https://acme-staging-v02.api.letsencrypt.org/directory",
+}
+ACME_DIR_NAME: Final = "acme"  # in DATA_DIR
+ACME_HTTP_PORT: Final = 80  # HTTP-01: the CA always connects to port 80 of VPN_HOST
+ACME_ACCOUNT_KEY_BITS: Final = 2048
+ACME_TIMEOUT_S: Final = 30  # one HTTP request to the CA
+ACME_ORDER_TIMEOUT_S: Final = 120  # validation and finalisation of one order
+# Renew when a third of the lifetime is left: 30 days of a 90-day certificate, 2 of a
+# 6-day one. Retries back off from RETRY_MIN doubling to RETRY_MAX (both shortened for
+# very short-lived certificates, see run/renewal.py).
+ACME_RENEW_FRACTION: Final = 1 / 3
+ACME_RETRY_MIN_S: Final = 60.0
+ACME_RETRY_MAX_S: Final = 6 * 3600.0
+# After failed first issuances (a restart loop), wait this long before asking the CA again,
+# doubling per failure: Let's Encrypt allows 5 failed validations per name and hour.
+ACME_RESTART_BACKOFF_S: Final = 30.0
+ACME_RESTART_BACKOFF_MAX_S: Final = 1800.0
+# The health check calls a certificate "about to expire" when less than this share of
+# its lifetime (at most a week) is left: renewal has then failed for a long while.
+CERT_WARN_FRACTION: Final = 1 / 10
+CERT_WARN_MAX_S: Final = 7 * 86400.0
+
 # Public address detection (only when VPN_HOST is unset and VPN_HOST_DETECT is on).
 HOST_DETECT_URLS: Final = ("https://api.ipify.org", "https://ipv4.icanhazip.com")
 HOST_DETECT_TIMEOUT_S: Final = 3.0

@@ -1,17 +1,50 @@
-"""Container health check: is charon answering with the server's configuration loaded?
+"""Container health check: is charon answering with the server's configuration loaded, and
+is the certificate it serves still good?
 
-Runs every few seconds (HEALTHCHECK), so it imports only what it needs.
+Runs every few seconds (HEALTHCHECK), so it imports only what it needs (the certificate's
+dates come from a small JSON file written next to the configuration, not from parsing it).
 Exit status 0 = healthy, 1 = unhealthy, with one line saying why.
 """
 
 from __future__ import annotations
 
+import json
 import sys
+import time
+from pathlib import Path
 
 from vici.exception import CommandException, SessionException
 
-from .defaults import CONNECTION_NAME, POOL_V4_NAME
+from .defaults import CERT_WARN_FRACTION, CERT_WARN_MAX_S, CONNECTION_NAME, POOL_V4_NAME
 from .run.vici_session import connect
+
+# Same path as apply.files.CERTIFICATE_STATUS (not imported: that pulls in cryptography).
+CERTIFICATE_STATUS = Path("/run/ikev2-vpn/certificate.json")
+
+
+def certificate_problem(status_file: Path | None = None, now: float | None = None) -> str:
+    """Why the served certificate is a problem (expired, or close to it), or ''."""
+    status_file = CERTIFICATE_STATUS if status_file is None else status_file
+    try:
+        status = json.loads(status_file.read_text())
+        not_before, not_after = float(status["not_before"]), float(status["not_after"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return "the server certificate's status is unknown (not loaded yet)"
+    now = time.time() if now is None else now
+    left = not_after - now
+    if left <= 0:
+        return f"the server certificate expired {_duration(abs(left))} ago; clients refuse it"
+    if left < min((not_after - not_before) * CERT_WARN_FRACTION, CERT_WARN_MAX_S):
+        return f"the server certificate expires in {_duration(left)} and has not been renewed"
+    return ""
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 86400:
+        return f"{seconds / 86400:.1f} days"
+    if seconds >= 3600:
+        return f"{seconds / 3600:.1f} hours"
+    return f"{seconds:.0f} s"
 
 
 def check() -> str | None:
@@ -29,13 +62,13 @@ def check() -> str | None:
         return "charon runs but the VPN configuration is not loaded yet"
     if POOL_V4_NAME not in pools:
         return "charon runs but the address pool is not loaded"
-    return None
+    return certificate_problem() or None
 
 
 def main() -> int:
     problem = check()
     if problem is None:
-        print("healthy: charon answers and the VPN configuration is loaded")
+        print("healthy: charon answers, the VPN configuration is loaded, the certificate is valid")
         return 0
     print(f"unhealthy: {problem}")
     return 1

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
@@ -29,12 +30,14 @@ from . import defaults
 from .errors import ConfigError, ConfigErrors
 
 ENV_PREFIX = "VPN_"
+ACME_PREFIX = "ACME_"  # the ACME settings keep the names people know from other ACME tools
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 # EAP identities: letters, digits and . _ @ + - (no spaces, no colon: it separates the
 # password in VPN_USERS). Starts with a letter or digit; at most 64 characters.
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
 
 
 class Backend(StrEnum):
@@ -51,6 +54,22 @@ class ProposalSet(StrEnum):
 class CertSource(StrEnum):
     SELF_SIGNED = "self-signed"
     FILES = "files"
+    LETSENCRYPT = "letsencrypt"
+
+
+class KeyType(StrEnum):
+    """The server key for an ACME certificate. RSA by default: Apple clients have trouble
+    with ECDSA server certificates (shared/clients.md)."""
+
+    RSA_2048 = "rsa-2048"
+    RSA_3072 = "rsa-3072"
+    ECDSA_P256 = "ecdsa-p256"
+    ECDSA_P384 = "ecdsa-p384"
+
+
+class AcmeFallback(StrEnum):
+    NONE = "none"
+    SELF_SIGNED = "self-signed"
 
 
 class Account(BaseModel):
@@ -182,6 +201,13 @@ class Settings(BaseSettings):
     key_path: Path = Path("/certs/privkey.pem")
     chain_path: Path | None = None
     log_level: int = Field(default=1)
+    acme_email: str | None = Field(default=None, validation_alias="ACME_EMAIL")
+    acme_directory: str = Field(
+        default=defaults.ACME_DIRECTORIES["production"], validation_alias="ACME_DIRECTORY"
+    )
+    acme_ca_bundle: Path | None = Field(default=None, validation_alias="ACME_CA_BUNDLE")
+    acme_key_type: KeyType = Field(default=KeyType.RSA_3072, validation_alias="ACME_KEY_TYPE")
+    acme_fallback: AcmeFallback = Field(default=AcmeFallback.NONE, validation_alias="ACME_FALLBACK")
 
     @classmethod
     def settings_customise_sources(
@@ -302,18 +328,60 @@ class Settings(BaseSettings):
             raise ValueError("no DNS server given; list at least one address")
         return tuple(servers)
 
-    @field_validator("ipsec_backend", "proposals", "cert", mode="before")
+    @field_validator(
+        "ipsec_backend", "proposals", "cert", "acme_key_type", "acme_fallback", mode="before"
+    )
     @classmethod
     def _choice(cls, value: Any, info: Any) -> Any:
-        choices = {
+        choices: type[StrEnum] = {
             "ipsec_backend": Backend,
             "proposals": ProposalSet,
             "cert": CertSource,
+            "acme_key_type": KeyType,
+            "acme_fallback": AcmeFallback,
         }[info.field_name]
         if isinstance(value, str) and value.lower() not in {c.value for c in choices}:
             allowed = ", ".join(c.value for c in choices)
             raise ValueError(f"{value!r} is not a known value; use one of: {allowed}")
         return value.lower() if isinstance(value, str) else value
+
+    @field_validator("acme_email", mode="before")
+    @classmethod
+    def _acme_email(cls, value: Any) -> Any:
+        if isinstance(value, str) and not _EMAIL.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not an e-mail address; give one address like admin@example.com"
+            )
+        return value
+
+    @field_validator("acme_directory", mode="before")
+    @classmethod
+    def _acme_directory(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        if value.lower() in defaults.ACME_DIRECTORIES:
+            return defaults.ACME_DIRECTORIES[value.lower()]
+        url = urlsplit(value)
+        if url.scheme != "https" or not url.hostname or any(c.isspace() for c in value):
+            raise ValueError(
+                f"{value!r} is not an https URL; give the CA's ACME directory URL "
+                "(or production, staging)"
+            )
+        return value
+
+    @field_validator("acme_ca_bundle", mode="before")
+    @classmethod
+    def _acme_ca_bundle(cls, value: Any) -> Any:
+        if not isinstance(value, str | Path):
+            return value
+        path = Path(value)
+        text = _read_text("ACME_CA_BUNDLE", path)
+        if "-----BEGIN CERTIFICATE-----" not in text:
+            raise ValueError(
+                f"{path} holds no PEM certificate; give the CA certificate(s) that signed "
+                "the ACME server's TLS certificate, in PEM"
+            )
+        return path
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -376,6 +444,12 @@ _SECRET_FIELDS = {"password", "users"}
 
 
 def env_name(field: str) -> str:
+    """The environment variable a settings field is read from."""
+    info = Settings.model_fields.get(field)
+    if info is not None and isinstance(info.validation_alias, str):
+        return info.validation_alias
+    if field.upper().startswith(ACME_PREFIX):  # pydantic reports aliased fields by alias
+        return field.upper()
     return ENV_PREFIX + field.upper()
 
 
@@ -386,12 +460,12 @@ def known_variables() -> set[str]:
 
 
 def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
-    """Warnings for VPN_* variables nobody reads: usually a typo worth pointing out."""
+    """Warnings for VPN_* and ACME_* variables nobody reads: usually a typo worth pointing out."""
     environ = os.environ if environ is None else environ
     known = known_variables()
     warnings = []
     for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name not in known:
+        if name.startswith((ENV_PREFIX, ACME_PREFIX)) and name not in known:
             close = difflib.get_close_matches(name, known, n=1)
             hint = f"; did you mean {close[0]}?" if close else "; it is ignored"
             warnings.append(f"{name}: not a setting of this image{hint}")
@@ -430,12 +504,50 @@ def _check_combinations(settings: Settings) -> None:
                 "keep one definition",
             )
         seen[account.name] = account.source
+    _check_acme(settings)
     if settings.cert is CertSource.SELF_SIGNED and (settings.chain_path is not None):
         raise ConfigError(
             "VPN_CHAIN_PATH",
             "is only used with VPN_CERT=files",
             "set VPN_CERT=files or unset VPN_CHAIN_PATH",
         )
+
+
+_ACME_FIELDS = ("acme_email", "acme_ca_bundle", "acme_key_type", "acme_fallback")
+
+
+def _check_acme(settings: Settings) -> None:
+    if settings.cert is not CertSource.LETSENCRYPT:
+        for field in (*_ACME_FIELDS, "acme_directory"):
+            if getattr(settings, field) != Settings.model_fields[field].default:
+                name = env_name(field)
+                raise ConfigError(
+                    name,
+                    "is only used with VPN_CERT=letsencrypt",
+                    f"set VPN_CERT=letsencrypt or unset {name}",
+                )
+        return
+    if settings.host is None:
+        raise ConfigError(
+            "VPN_HOST",
+            "is not set, and VPN_CERT=letsencrypt needs the DNS name clients dial",
+            "set VPN_HOST to a name whose A/AAAA record points at this server",
+        )
+    if _is_ip_address(settings.host):
+        raise ConfigError(
+            "VPN_HOST",
+            f"{settings.host} is an IP address, and ACME CAs such as Let's Encrypt issue "
+            "certificates for DNS names",
+            "set VPN_HOST to a DNS name pointing at this server, or use VPN_CERT=self-signed",
+        )
+
+
+def _is_ip_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _setting_of(source: str) -> str:
@@ -467,3 +579,10 @@ def describe(settings: Settings) -> Iterable[str]:
         f"VPN_IPSEC_BACKEND={settings.ipsec_backend} VPN_PROPOSALS={settings.proposals} "
         f"VPN_CERT={settings.cert}"
     )
+    if settings.cert is CertSource.LETSENCRYPT:
+        yield (
+            f"ACME_DIRECTORY={settings.acme_directory} "
+            f"ACME_EMAIL={settings.acme_email or '(none)'} "
+            f"ACME_KEY_TYPE={settings.acme_key_type} ACME_FALLBACK={settings.acme_fallback}"
+            + (f" ACME_CA_BUNDLE={settings.acme_ca_bundle}" if settings.acme_ca_bundle else "")
+        )

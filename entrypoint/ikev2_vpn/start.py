@@ -7,15 +7,26 @@ started; the first problem stops the container with one line and a non-zero stat
 from __future__ import annotations
 
 import logging
+import time
+from dataclasses import dataclass
 
 from . import defaults, render
 from .apply import backend, network
 from .apply.files import write_configuration
+from .errors import ConfigError
 from .identity import ServerIdentity, resolve_identity
 from .run import vici_session
 from .run.charon import Supervisor
-from .settings import CertSource, Settings, describe, load_settings, unknown_variables
-from .state import certcheck, pki
+from .run.renewal import Renewer
+from .settings import (
+    AcmeFallback,
+    CertSource,
+    Settings,
+    describe,
+    load_settings,
+    unknown_variables,
+)
+from .state import acme, certcheck, pki
 from .state.credentials import ServerCredentials
 from .state.users import STORE_NAME, resolve_accounts
 
@@ -41,7 +52,8 @@ def run() -> int:
     log.info("server identity: %s (%s)", identity.host, identity.reason)
 
     # State under /data.
-    credentials = _credentials(settings, identity)
+    certificate = _certificate(settings, identity)
+    credentials = certificate.credentials
     accounts = resolve_accounts(settings.accounts(), defaults.DATA_DIR)
     if accounts.generated is not None:
         log.warning(
@@ -72,22 +84,79 @@ def run() -> int:
     supervisor.start()
     try:
         session = vici_session.wait_for_charon(supervisor.alive)
-        vici_session.load(session, render.vici_config(plan))
+        key_id = vici_session.load(session, render.vici_config(plan))
     except vici_session.ViciError:
         supervisor.stop()
         if supervisor.stopping:  # asked to stop while starting: not an error
             return 0
         raise
+    if certificate.acme is not None:
+        Renewer(certificate.acme, plan, key_id, fallback=certificate.fallback).start()
     _announce(settings, identity, plan)
     return supervisor.supervise()
 
 
-def _credentials(settings: Settings, identity: ServerIdentity) -> ServerCredentials:
+@dataclass(frozen=True)
+class Certificate:
+    credentials: ServerCredentials
+    acme: acme.AcmeRequest | None = None  # kept fresh by a Renewer
+    fallback: bool = False  # self-signed while the ACME CA cannot be used
+
+
+def _certificate(settings: Settings, identity: ServerIdentity) -> Certificate:
     if settings.cert is CertSource.FILES:
-        return certcheck.load_operator_credentials(
-            settings.cert_path, settings.key_path, settings.chain_path, identity.host
+        return Certificate(
+            certcheck.load_operator_credentials(
+                settings.cert_path, settings.key_path, settings.chain_path, identity.host
+            )
         )
-    return pki.ensure_self_signed(defaults.DATA_DIR, identity.host)
+    if settings.cert is CertSource.LETSENCRYPT:
+        return _acme_certificate(settings, identity)
+    return Certificate(pki.ensure_self_signed(defaults.DATA_DIR, identity.host))
+
+
+def _acme_certificate(settings: Settings, identity: ServerIdentity) -> Certificate:
+    """The stored certificate while it is valid (no request: CA rate limits), else a new one.
+
+    A failed first issuance stops the container with the CA's reason, unless the operator
+    chose ACME_FALLBACK=self-signed.
+    """
+    request = acme.AcmeRequest.from_settings(settings, identity.host)
+    acme.remove_stale_temporaries(request)
+    stored = acme.load_live(request)
+    if stored is not None:
+        log.info(
+            "ACME: reusing the certificate in %s (valid until %s); no request sent to the CA",
+            request.root,
+            stored.leaf.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        )
+        return Certificate(stored.credentials, request)
+    delay, reason = acme.restart_delay(request)
+    if delay > 0:
+        log.warning(
+            "ACME: the previous attempts failed (%s); waiting %.0f s before asking the CA "
+            "again, to stay within its rate limits",
+            reason,
+            delay,
+        )
+        time.sleep(delay)
+    log.info("ACME: requesting a certificate for %s from %s", request.host, request.directory)
+    try:
+        issued = acme.obtain(request)
+    except ConfigError as exc:
+        acme.record_failure(request, exc.line())
+        if settings.acme_fallback is not AcmeFallback.SELF_SIGNED:
+            raise
+        log.error("ACME: %s", exc.line())
+        log.warning(
+            "ACME: serving a self-signed certificate meanwhile (ACME_FALLBACK=self-signed); "
+            "retrying the CA in the background"
+        )
+        return Certificate(
+            pki.ensure_self_signed(defaults.DATA_DIR, identity.host), request, fallback=True
+        )
+    acme.clear_failures(request)
+    return Certificate(issued.credentials, request)
 
 
 def _announce(settings: Settings, identity: ServerIdentity, plan: render.Plan) -> None:

@@ -12,12 +12,16 @@ Typical end-to-end use::
 
 ``lab.check(server, user, password)`` runs the whole ``ikev2-vpn-helper check`` sequence
 and returns a :class:`~ikev2_vpn_helper.check.CheckReport`.
+
+For ``VPN_CERT=letsencrypt``, ``lab.start_pebble()`` starts a test ACME server on the egress
+network; the server then needs a name there (``aliases={lab.topology.egress: [host]}``) so
+the ACME server's HTTP-01 validation finds it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 import docker
@@ -28,6 +32,8 @@ from .base import Log
 from .check import CheckOptions, CheckReport, choose_client_network, evaluate
 from .errors import HelperError
 from .image import DEFAULT_IMAGE
+from .pebble import DEFAULT_ALIAS as PEBBLE_ALIAS
+from .pebble import PEBBLE_IMAGE, Pebble
 from .server import HEALTH_TIMEOUT_S, Server, ServerSpec, start_server
 from .topology import LABEL_TOPOLOGY, Topology, ensure_topology
 from .vpnclient import Target, VpnClient
@@ -57,6 +63,7 @@ class Lab:
         self._topology: Topology | None = None
         self._targets: dict[str, Target] = {}
         self._clients = 0
+        self._pebbles = 0
 
     def __enter__(self) -> Lab:
         return self
@@ -104,6 +111,7 @@ class Lab:
         volume: str | None = None,
         secret_files: Mapping[str, bytes] | None = None,
         files: Mapping[str, bytes] | None = None,
+        aliases: Mapping[str, Sequence[str]] | None = None,
         image: str | None = None,
         restart: str | None = "unless-stopped",
         wait: bool = True,
@@ -112,9 +120,10 @@ class Lab:
         """Start a server on this run's topology (egress first, then wan).
 
         Tests never let the server look up its public address: without VPN_HOST, the lab
-        sets VPN_HOST_DETECT=off. With ``wait`` it returns once healthy and after checking
-        that the default route leaves through the egress network; without, right after
-        start (for settings that must make it exit: see :meth:`Server.wait_exit`).
+        sets VPN_HOST_DETECT=off. ``aliases``: DNS names of the server per network name.
+        With ``wait`` it returns once healthy and after checking that the default route
+        leaves through the egress network; without, right after start (for settings that
+        must make it exit: see :meth:`Server.wait_exit`).
         """
         settings = dict(env or {})
         if "VPN_HOST" not in settings:
@@ -128,9 +137,12 @@ class Lab:
             files=dict(files or {}),
             volume=self.volume(volume),
             networks=[topology.egress, topology.wan],
+            aliases=dict(aliases or {}),
             restart=restart,
             labels=eng.labels(self.run_id, "server"),
         )
+        for network in spec.networks:
+            self._ensure_aliases_free(network, spec.aliases.get(network, ()))
         server = start_server(self.engine, spec)
         if wait:
             seconds = server.wait_healthy(timeout_s)
@@ -147,6 +159,53 @@ class Lab:
                 f"({egress.network or 'no Docker network'}), not the egress network "
                 f"{self.topology.egress}; the NAT check would be meaningless"
             )
+
+    def _ensure_aliases_free(self, network: str, names: Sequence[str]) -> None:
+        """Refuse a name another running container answers to on ``network``: Docker's DNS
+        would return both addresses, and a peer would reach either at random."""
+        if not names:
+            return
+        found = self.engine.networks.get(network)
+        found.reload()
+        for container in found.containers:
+            settings = container.attrs["NetworkSettings"]["Networks"].get(network) or {}
+            taken = set(names) & set(settings.get("Aliases") or [])
+            if taken:
+                raise HelperError(
+                    f"container {container.name} already answers to {', '.join(sorted(taken))} "
+                    f"on {network}; remove it or choose another name"
+                )
+
+    # --- ACME ----------------------------------------------------------------------------------
+
+    def start_pebble(
+        self,
+        *,
+        alias: str = PEBBLE_ALIAS,
+        validity_s: int | None = None,
+        name: str | None = None,
+        image: str = PEBBLE_IMAGE,
+    ) -> Pebble:
+        """Pebble (a test ACME server) on this run's egress network, known there as ``alias``.
+
+        Servers take their default route through that network, so they reach Pebble, and
+        Pebble reaches their port 80 for HTTP-01. A second Pebble in one lab needs another
+        alias. ``validity_s``: lifetime of the certificates it issues.
+        """
+        network = self.topology.egress
+        self._ensure_aliases_free(network, [alias])
+        self._pebbles += 1
+        pebble = Pebble.start(
+            self.engine,
+            network=network,
+            name=name or self.name(f"pebble-{self._pebbles}"),
+            run_id=self.run_id,
+            alias=alias,
+            validity_s=validity_s,
+            image=image,
+        )
+        self.log(f"pebble {pebble.name} serves {pebble.directory_url}")
+        return pebble
 
     # --- targets and clients -----------------------------------------------------------------
 

@@ -38,7 +38,9 @@ class ServerSpec:
     into the container before it starts and the setting points at it, so the secret is in
     neither the container's environment nor any command line. ``networks``: the first one
     is attached at creation, the rest before start (the engine, not the order, picks the
-    default route; :meth:`Server.egress` tells which it picked).
+    default route; :meth:`Server.egress` tells which it picked). ``aliases``: DNS names the
+    server answers to on a network (by network name), for peers that must find it by name,
+    such as an ACME server validating HTTP-01.
     """
 
     image: str = DEFAULT_IMAGE
@@ -48,6 +50,7 @@ class ServerSpec:
     files: Mapping[str, bytes] = field(default_factory=dict)  # path -> content, e.g. certificates
     volume: str | None = None  # named volume on /data; None: "<name>-data"
     networks: Sequence[str] = ()
+    aliases: Mapping[str, Sequence[str]] = field(default_factory=dict)
     publish: bool = False  # UDP 500 and 4500 on the host
     restart: str | None = "unless-stopped"
     labels: Mapping[str, str] = field(default_factory=dict)
@@ -93,8 +96,17 @@ def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
         options["restart_policy"] = {"Name": spec.restart}
     if spec.publish:
         options["ports"] = {"500/udp": 500, "4500/udp": 4500}
+    unknown = set(spec.aliases) - set(networks)
+    if unknown:
+        raise ValueError(f"aliases for networks the server is not on: {sorted(unknown)}")
     if networks:
         options["network"] = networks[0]
+        if spec.aliases.get(networks[0]):
+            options["networking_config"] = {
+                networks[0]: engine.api.create_endpoint_config(
+                    aliases=list(spec.aliases[networks[0]])
+                )
+            }
     try:
         container = engine.containers.create(spec.image, **options)
     except ImageNotFound:
@@ -118,7 +130,9 @@ def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
                 container, [eng.FileSpec(path, data, 0o600) for path, data in spec.files.items()]
             )
         for network in networks[1:]:
-            engine.networks.get(network).connect(container)
+            engine.networks.get(network).connect(
+                container, aliases=list(spec.aliases.get(network, ())) or None
+            )
         container.start()
     except (APIError, HelperError) as error:
         container.remove(force=True, v=True)

@@ -16,6 +16,7 @@ import pytest
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.errors import HelperError
 from ikev2_vpn_helper.lab import Lab
+from ikev2_vpn_helper.pebble import ensure_pebble_image
 
 IMAGE = os.environ.get("VPN_TEST_IMAGE", "ikev2-vpn:test")
 
@@ -54,3 +55,13 @@ def lab(engine: docker.DockerClient) -> Iterator[Lab]:
     """One lab (networks, target) per test module; everything it made is removed after."""
     with Lab(engine, image=IMAGE) as lab:
         yield lab
+
+
+@pytest.fixture(scope="session")
+def pebble_image(engine: docker.DockerClient) -> str:
+    """The image of Pebble, the test ACME server: built from Debian's package when missing
+    (about 15 s, needs Debian's mirror once)."""
+    try:
+        return ensure_pebble_image(engine, log=print)
+    except HelperError as error:
+        pytest.fail(f"the ACME tests need the Pebble image: {error}", pytrace=False)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,6 +61,8 @@ def compose_environment(engine: docker.DockerClient, image: str) -> Iterator[Non
         "VPN_DNS": "203.0.113.53",
         "VPN_USER": "compose",
         "VPN_PASSWORD": PASSWORD,
+        # The host's port 80 may be taken on a CI machine: publish HTTP-01 on a free port.
+        "VPN_HTTP_PORT": str(_free_tcp_port()),
     }
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
@@ -69,6 +72,12 @@ def compose_environment(engine: docker.DockerClient, image: str) -> Iterator[Non
             os.environ.pop(name, None)
         else:
             os.environ[name] = value
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -93,6 +102,9 @@ def test_compose_up_starts_a_healthy_working_server(
     assert host["Privileged"] is False
     assert host["CapAdd"] == ["NET_ADMIN"]
     assert host["RestartPolicy"]["Name"] == "unless-stopped"
+    published = host["PortBindings"]
+    assert set(published) == {"500/udp", "4500/udp", "80/tcp"}
+    assert published["80/tcp"][0]["HostPort"] == os.environ["VPN_HTTP_PORT"]
     mounts = {m["Destination"]: m for m in server.container.attrs["Mounts"]}
     assert mounts["/data"]["Type"] == "volume"
 

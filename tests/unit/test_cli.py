@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,9 +25,9 @@ SECRET = "Zq7-secret-Xy9"
 
 @pytest.fixture(autouse=True)
 def isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No VPN_* from the outside; signal handlers and root logging restored afterwards."""
+    """No VPN_* or ACME_* from the outside; signal handlers and root logging restored."""
     for name in list(os.environ):
-        if name.upper().startswith("VPN_"):
+        if name.upper().startswith(("VPN_", "ACME_")):
             monkeypatch.delenv(name)
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     root = logging.getLogger()
@@ -150,6 +152,24 @@ def vici_socket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return path
 
 
+DAY = 86400.0
+
+
+@pytest.fixture
+def certificate_status(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """The status file start-up writes: a 90-day certificate issued 10 days ago."""
+    path = tmp_path / "certificate.json"
+    now = time.time()
+    write_status(path, not_before=now - 10 * DAY, not_after=now + 80 * DAY)
+    monkeypatch.setattr(health, "CERTIFICATE_STATUS", path)
+    return path
+
+
+def write_status(path: Path, *, not_before: float, not_after: float) -> None:
+    status = {"subject": "CN=vpn.example.com", "serial": "1f", "not_before": not_before}
+    path.write_text(json.dumps({**status, "not_after": not_after}))
+
+
 def one_line(stdout: str) -> str:
     assert stdout.endswith("\n")
     assert stdout.count("\n") == 1, stdout
@@ -197,7 +217,7 @@ class FakeSession:
         (
             FakeSession(["ikev2-vpn"], ["pool-v4"]),
             0,
-            "healthy: charon answers and the VPN configuration is loaded",
+            "healthy: charon answers, the VPN configuration is loaded, the certificate is valid",
         ),
         (
             FakeSession([], []),
@@ -211,6 +231,7 @@ class FakeSession:
         ),
     ],
 )
+@pytest.mark.usefixtures("certificate_status")
 def test_health_reports_what_charon_has_loaded(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -221,3 +242,24 @@ def test_health_reports_what_charon_has_loaded(
     monkeypatch.setattr(health, "connect", lambda timeout: session)
     assert main(["health"]) == status
     assert one_line(capsys.readouterr().out) == message
+
+
+def test_health_with_an_expired_certificate_is_unhealthy(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], certificate_status: Path
+) -> None:
+    now = time.time()
+    write_status(certificate_status, not_before=now - 92 * DAY, not_after=now - 2 * DAY)
+    monkeypatch.setattr(health, "connect", lambda timeout: FakeSession(["ikev2-vpn"], ["pool-v4"]))
+    assert main(["health"]) == 1
+    line = one_line(capsys.readouterr().out)
+    assert line.startswith("unhealthy: the server certificate expired 2.0 days ago")
+
+
+def test_health_without_certificate_status_is_unhealthy(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """charon loaded the connection, but start-up never wrote what it serves."""
+    monkeypatch.setattr(health, "CERTIFICATE_STATUS", tmp_path / "missing.json")
+    monkeypatch.setattr(health, "connect", lambda timeout: FakeSession(["ikev2-vpn"], ["pool-v4"]))
+    assert main(["health"]) == 1
+    assert "certificate's status is unknown" in one_line(capsys.readouterr().out)

@@ -5,14 +5,17 @@ from __future__ import annotations
 import ipaddress
 import os
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 
 import pytest
 
 from ikev2_vpn.errors import ConfigError, ConfigErrors
 from ikev2_vpn.settings import (
+    AcmeFallback,
     Backend,
     CertSource,
+    KeyType,
     ProposalSet,
     Settings,
     describe,
@@ -30,9 +33,9 @@ OTHER_SECRET = "Wv4-hidden-Kt2"
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start every test from an environment without any VPN_* variable."""
+    """Start every test from an environment without any VPN_* or ACME_* variable."""
     for name in list(os.environ):
-        if name.upper().startswith("VPN_"):
+        if name.upper().startswith(("VPN_", "ACME_")):
             monkeypatch.delenv(name)
 
 
@@ -539,6 +542,7 @@ CHOICES = [
 def test_choices_are_case_insensitive(
     load: Load, monkeypatch: pytest.MonkeyPatch, variable: str, field: str, choices: type
 ) -> None:
+    monkeypatch.setenv("VPN_HOST", "vpn.example.com")  # VPN_CERT=letsencrypt needs a name
     for choice in choices:
         for spelling in (choice.value, choice.value.upper(), choice.value.title()):
             monkeypatch.setenv(variable, spelling)
@@ -659,3 +663,222 @@ def test_known_and_foreign_variables_raise_no_warning() -> None:
         "HOSTNAME": "abc",
     }
     assert unknown_variables(environ) == []
+
+
+# --- VPN_CERT=letsencrypt and ACME_* -------------------------------------------------------
+
+LETSENCRYPT = {"VPN_CERT": "letsencrypt", "VPN_HOST": "vpn.example.com"}
+PRODUCTION = "https://acme-v02.api.letsencrypt.org/directory"
+STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory"
+# Only the PEM armour is checked here; the TLS library reads the certificate itself.
+CA_PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIUQ2E=\n-----END CERTIFICATE-----\n"
+
+
+def test_letsencrypt_defaults_to_production_rsa_without_fallback(load: Load) -> None:
+    settings = load(**LETSENCRYPT)
+    assert settings.cert is CertSource.LETSENCRYPT
+    assert settings.acme_directory == PRODUCTION
+    assert settings.acme_email is None
+    assert settings.acme_ca_bundle is None
+    assert settings.acme_key_type is KeyType.RSA_3072
+    assert settings.acme_fallback is AcmeFallback.NONE
+
+
+def test_letsencrypt_takes_every_acme_setting(
+    load: Load, write_file: Callable[[str, str], str]
+) -> None:
+    bundle = write_file("pebble.minica.pem", CA_PEM)
+    settings = load(
+        **LETSENCRYPT,
+        ACME_EMAIL="admin@example.com",
+        ACME_DIRECTORY="https://pebble:14000/dir",
+        ACME_CA_BUNDLE=bundle,
+        ACME_KEY_TYPE="ECDSA-P256",
+        ACME_FALLBACK="Self-Signed",
+    )
+    assert settings.acme_email == "admin@example.com"
+    assert settings.acme_directory == "https://pebble:14000/dir"
+    assert settings.acme_ca_bundle == Path(bundle)
+    assert settings.acme_key_type is KeyType.ECDSA_P256
+    assert settings.acme_fallback is AcmeFallback.SELF_SIGNED
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("production", PRODUCTION),
+        ("staging", STAGING),
+        ("Staging", STAGING),
+        ("PRODUCTION", PRODUCTION),
+    ],
+)
+def test_acme_directory_shortcuts(load: Load, value: str, expected: str) -> None:
+    assert load(**LETSENCRYPT, ACME_DIRECTORY=value).acme_directory == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "http://acme.example.com/directory",
+        "acme.example.com/directory",
+        "letsencrypt",
+        "https://",
+        "https:///directory",
+        "https://acme.example.com/dir ectory",
+        "ftp://acme.example.com/directory",
+    ],
+)
+def test_acme_directory_that_is_no_https_url_is_refused(reject: Reject, value: str) -> None:
+    error = reject("ACME_DIRECTORY", **LETSENCRYPT, ACME_DIRECTORY=value)
+    assert repr(value) in error.problem
+    assert "production, staging" in error.fix
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["admin", "admin@localhost", "@example.com", "admin@", "a b@example.com",
+     "mailto:admin@example.com", "a@example.com,b@example.com"],
+)  # fmt: skip
+def test_acme_email_that_is_no_address_is_refused(reject: Reject, value: str) -> None:
+    error = reject("ACME_EMAIL", **LETSENCRYPT, ACME_EMAIL=value)
+    assert repr(value) in error.problem
+    assert "admin@example.com" in error.fix
+
+
+def test_missing_acme_ca_bundle_is_refused(reject: Reject, tmp_path: Path) -> None:
+    error = reject("ACME_CA_BUNDLE", **LETSENCRYPT, ACME_CA_BUNDLE=str(tmp_path / "ca.pem"))
+    assert "does not exist" in error.problem
+
+
+def test_acme_ca_bundle_that_is_a_directory_is_refused(reject: Reject, tmp_path: Path) -> None:
+    error = reject("ACME_CA_BUNDLE", **LETSENCRYPT, ACME_CA_BUNDLE=str(tmp_path))
+    assert "directory" in error.problem
+
+
+@pytest.mark.parametrize(
+    "content", ["", "not a certificate\n", "-----BEGIN PRIVATE KEY-----\nMIIE\n"]
+)
+def test_acme_ca_bundle_without_pem_certificate_is_refused(
+    reject: Reject, write_file: Callable[[str, str], str], content: str
+) -> None:
+    error = reject("ACME_CA_BUNDLE", **LETSENCRYPT, ACME_CA_BUNDLE=write_file("ca.pem", content))
+    assert "no PEM certificate" in error.problem
+
+
+@pytest.mark.parametrize(
+    ("variable", "field", "choices"),
+    [("ACME_KEY_TYPE", "acme_key_type", KeyType), ("ACME_FALLBACK", "acme_fallback", AcmeFallback)],
+)
+def test_acme_choices_are_case_insensitive_and_unknown_ones_listed(
+    load: Load, reject: Reject, variable: str, field: str, choices: type[StrEnum]
+) -> None:
+    for choice in choices:
+        assert getattr(load(**LETSENCRYPT, **{variable: choice.value.upper()}), field) is choice
+    error = reject(variable, **LETSENCRYPT, **{variable: "rsa-1024"})
+    assert "'rsa-1024'" in error.problem
+    assert error.fix == "use one of: " + ", ".join(choice.value for choice in choices)
+
+
+def test_letsencrypt_without_host_is_refused(reject: Reject) -> None:
+    error = reject("VPN_HOST", VPN_CERT="letsencrypt")
+    assert "DNS name" in error.problem
+    assert "A/AAAA record" in error.fix
+
+
+@pytest.mark.parametrize("host", ["203.0.113.5", "2001:db8::1"])
+def test_letsencrypt_with_an_ip_address_host_is_refused(reject: Reject, host: str) -> None:
+    error = reject("VPN_HOST", VPN_CERT="letsencrypt", VPN_HOST=host)
+    assert host in error.problem
+    assert "VPN_CERT=self-signed" in error.fix
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("ACME_EMAIL", "admin@example.com"),
+        ("ACME_DIRECTORY", "staging"),
+        ("ACME_DIRECTORY", "https://pebble:14000/dir"),
+        ("ACME_KEY_TYPE", "ecdsa-p384"),
+        ("ACME_FALLBACK", "self-signed"),
+    ],
+)
+@pytest.mark.parametrize("cert", ["self-signed", "files"])
+def test_acme_setting_without_letsencrypt_is_refused(
+    reject: Reject, variable: str, value: str, cert: str
+) -> None:
+    error = reject(variable, VPN_CERT=cert, **{variable: value})
+    assert error.problem == "is only used with VPN_CERT=letsencrypt"
+    assert error.fix == f"set VPN_CERT=letsencrypt or unset {variable}"
+
+
+def test_acme_ca_bundle_without_letsencrypt_is_refused(
+    reject: Reject, write_file: Callable[[str, str], str]
+) -> None:
+    error = reject("ACME_CA_BUNDLE", ACME_CA_BUNDLE=write_file("ca.pem", CA_PEM))
+    assert "VPN_CERT=letsencrypt" in error.problem
+
+
+def test_acme_settings_at_their_defaults_are_harmless_without_letsencrypt(load: Load) -> None:
+    """Compose files often pass every variable; the documented defaults must not trip."""
+    settings = load(ACME_DIRECTORY="production", ACME_KEY_TYPE="rsa-3072", ACME_FALLBACK="none")
+    assert settings.cert is CertSource.SELF_SIGNED
+
+
+def test_empty_acme_values_behave_as_unset(load: Load) -> None:
+    names = ["ACME_EMAIL", "ACME_DIRECTORY", "ACME_CA_BUNDLE", "ACME_KEY_TYPE", "ACME_FALLBACK"]
+    assert load(**dict.fromkeys(names, "")) == load()
+
+
+def test_acme_problems_are_reported_together_without_secrets(load: Load) -> None:
+    with pytest.raises(ConfigErrors) as caught:
+        load(
+            **LETSENCRYPT,
+            VPN_USER="alice",
+            VPN_PASSWORD=SECRET,
+            ACME_EMAIL="nobody",
+            ACME_DIRECTORY="http://acme.example.com/dir",
+            ACME_KEY_TYPE="dsa",
+            ACME_FALLBACK="ignore",
+        )
+    lines = str(caught.value).splitlines()
+    assert sorted(line.split(":", 1)[0] for line in lines) == [
+        "ACME_DIRECTORY",
+        "ACME_EMAIL",
+        "ACME_FALLBACK",
+        "ACME_KEY_TYPE",
+    ]
+    assert SECRET not in str(caught.value)
+
+
+def test_misspelt_acme_variable_suggests_the_real_one() -> None:
+    assert unknown_variables({"ACME_EMIAL": "admin@example.com", "ACME_DIRECTORY": "x"}) == [
+        "ACME_EMIAL: not a setting of this image; did you mean ACME_EMAIL?"
+    ]
+
+
+def test_describe_shows_the_acme_settings_only_with_letsencrypt(
+    load: Load, write_file: Callable[[str, str], str]
+) -> None:
+    assert not any("ACME_" in line for line in describe(load()))
+    bundle = write_file("ca.pem", CA_PEM)
+    settings = load(
+        **LETSENCRYPT,
+        VPN_USER="alice",
+        VPN_PASSWORD=SECRET,
+        ACME_EMAIL="admin@example.com",
+        ACME_DIRECTORY="staging",
+        ACME_CA_BUNDLE=bundle,
+    )
+    [line] = [line for line in describe(settings) if "ACME_" in line]
+    assert f"ACME_DIRECTORY={STAGING}" in line
+    assert "ACME_EMAIL=admin@example.com" in line
+    assert "ACME_KEY_TYPE=rsa-3072" in line
+    assert "ACME_FALLBACK=none" in line
+    assert f"ACME_CA_BUNDLE={bundle}" in line
+    assert SECRET not in "\n".join(describe(settings))
+
+
+def test_describe_says_when_no_acme_email_is_given(load: Load) -> None:
+    [line] = [line for line in describe(load(**LETSENCRYPT)) if "ACME_" in line]
+    assert "ACME_EMAIL=(none)" in line
+    assert "ACME_CA_BUNDLE" not in line

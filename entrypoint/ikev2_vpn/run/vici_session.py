@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import time
 from collections.abc import Callable
@@ -12,6 +13,8 @@ import vici
 
 if TYPE_CHECKING:  # the health check imports this module and must stay light
     from ..render import ViciConfig
+
+log = logging.getLogger(__name__)
 
 SOCKET = Path("/var/run/charon.vici")
 
@@ -49,9 +52,12 @@ def wait_for_charon(alive: Callable[[], bool], timeout: float = 15.0) -> vici.Se
             time.sleep(0.05)
 
 
-def load(session: vici.Session, config: ViciConfig) -> None:
+def load(session: vici.Session, config: ViciConfig) -> str:
     """Load credentials, pool and connection; the connection last, so it never runs without
-    what it needs. Errors name what failed, never the secret data sent."""
+    what it needs. Errors name what failed, never the secret data sent.
+
+    Returns the identifier charon gave the private key (to unload it once replaced)."""
+    key_id = _load_key(session, config)
     steps: list[tuple[str, Callable[[Any], Any], dict[str, Any]]] = [
         *(
             (
@@ -61,7 +67,6 @@ def load(session: vici.Session, config: ViciConfig) -> None:
             )
             for pem in config.authorities
         ),
-        ("loading the private key", session.load_key, config.key),
         *(
             (f"loading secret {secret['id']}", session.load_shared, secret)
             for secret in config.shared
@@ -69,6 +74,40 @@ def load(session: vici.Session, config: ViciConfig) -> None:
         ("loading the address pool", session.load_pool, config.pools),
         ("loading the connection", session.load_conn, config.connection),
     ]
+    _run(steps)
+    return key_id
+
+
+def replace_certificate(session: vici.Session, config: ViciConfig, old_key_id: str) -> str:
+    """Swap in a new server certificate and key while clients stay connected.
+
+    The chain and the key are loaded first, then the connection is replaced: IKE_SAs that
+    are up keep the configuration they were authenticated with, new ones get the new
+    certificate. The old key is unloaded last. Returns the new key's identifier.
+    """
+    authorities = [{"type": "X509", "flag": "CA", "data": pem} for pem in config.authorities]
+    _run([("loading a CA certificate", session.load_cert, cert) for cert in authorities])
+    key_id = _load_key(session, config)
+    _run([("replacing the connection", session.load_conn, config.connection)])
+    if old_key_id and old_key_id != key_id:
+        try:
+            session.unload_key({"id": old_key_id})
+        except vici.exception.CommandException as exc:
+            # Harmless: the new certificate is in use; the old key just stays in memory.
+            log.warning("could not unload the replaced private key from charon: %s", exc)
+    return key_id
+
+
+def _load_key(session: vici.Session, config: ViciConfig) -> str:
+    try:
+        answer = session.load_key(config.key)
+    except vici.exception.CommandException as exc:
+        raise ViciError(f"loading the private key failed: {exc}") from None
+    key_id = answer.get("id", b"") if isinstance(answer, dict) else b""
+    return key_id.decode() if isinstance(key_id, bytes) else str(key_id)
+
+
+def _run(steps: list[tuple[str, Callable[[Any], Any], dict[str, Any]]]) -> None:
     for action, command, message in steps:
         try:
             command(message)
