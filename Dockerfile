@@ -25,9 +25,11 @@ ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
     PIP_ROOT_USER_ACTION=ignore
 # Runtime libraries come from Debian (security updates, same versions as the tests pin);
 # the venv sees them through --system-site-packages. Only vici, which Debian does not
-# package, comes from PyPI, pinned to charon's version.
+# package, comes from PyPI, pinned to charon's version; and qrcode (pure Python, Debian's
+# version), because Debian's python3-qrcode depends on Pillow and 26 more packages (+16 MB)
+# while profiles only need its pure-Python PNG path (pypng: python3-png below).
 RUN python3 -m venv --system-site-packages --without-pip /opt/ikev2-vpn \
- && pip --python /opt/ikev2-vpn/bin/python3 install --no-deps vici==6.0.1
+ && pip --python /opt/ikev2-vpn/bin/python3 install --no-deps vici==6.0.1 qrcode==8.2
 COPY pyproject.toml README.md /src/
 COPY entrypoint /src/entrypoint
 COPY config /src/config
@@ -44,7 +46,7 @@ RUN apt-get update \
         strongswan-charon strongswan-swanctl libcharon-extauth-plugins \
         libcharon-extra-plugins \
         python3 python3-pydantic-settings python3-jinja2 python3-cryptography \
-        python3-pycryptodome python3-acme \
+        python3-pycryptodome python3-acme python3-png \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 COPY --from=build /opt/ikev2-vpn /opt/ikev2-vpn
 ENV PATH=/opt/ikev2-vpn/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

@@ -10,9 +10,15 @@ from typing import Final
 
 DATA_DIR: Final = Path("/data")
 CA_CERT_NAME: Final = "ca.crt"  # in DATA_DIR: the file users give their devices
+CLIENTS_DIR_NAME: Final = "clients"  # in DATA_DIR: one directory of profiles per user
 CHARON: Final = Path("/usr/lib/ipsec/charon")
 CONNECTION_NAME: Final = "ikev2-vpn"
-POOL_V4_NAME: Final = "pool-v4"
+POOL_V4_NAME: Final = "pool-v4"  # with VPN_POOL_V4_STATIC: the ranges beside it, "pool-v4-2"
+# With static IPs: the connection that asks every client for its EAP identity and accepts
+# none, so charon moves on to the user's own connection (see ikev2_vpn/render.py). It
+# requires a group that EAP-MSCHAPv2 users never have.
+IDENTIFY_CONNECTION: Final = "identify"
+IDENTIFY_GROUP: Final = "ikev2-vpn-identify-only"
 POOL_V4: Final = ipaddress.IPv4Network("10.10.10.0/24")
 IKE_PORT: Final = 500
 NATT_PORT: Final = 4500

@@ -4,12 +4,31 @@ One :class:`Plan` feeds every output: the strongswan.conf and swanctl.conf texts
 templates in ``config/``), the nftables ruleset, and the VICI messages that load the same
 configuration into charon. swanctl.conf is what an operator reads; loading the rendered file
 with ``swanctl --load-all`` gives charon the same configuration (an end-to-end test checks).
+
+The part that ``ikev2-vpn users`` changes while the server runs (secrets, static virtual
+IPs) depends only on a :class:`UsersPlan` and goes to its own file, ``conf.d/users.conf``,
+which swanctl.conf includes.
+
+Static virtual IPs (VPN_POOL_V4_STATIC). charon requests the EAP identity only when the
+connection it picked first says ``eap_id = %any``, and it moves to another connection after
+authentication only when the picked one does not accept the authenticated identity. So:
+
+1. ``identify`` ranks first for every client (its ``remote_addrs`` are the most specific),
+   asks for the EAP identity, and accepts nobody (it requires a group no EAP user has);
+2. charon then walks the other connections in rank order: ``static-<user>`` (only that
+   EAP identity, a one-address pool), then the generic connection for everyone else;
+3. the generic connection's pools are VPN_POOL_V4 minus the static block, so no dynamic
+   lease can ever be a reserved address.
+
+A connection with a fixed ``eap_id`` picked first would skip the EAP-Identity request, and
+clients that answer MSCHAPv2 with their IKE identity (strongSwan's own) would then fail.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -25,8 +44,33 @@ from .state.users import nt_hash
 
 # Where apply writes the human-readable copies (standard swanctl locations).
 SWANCTL_DIR = Path("/etc/swanctl")
+USERS_FILE = "conf.d/users.conf"  # in SWANCTL_DIR, included by swanctl.conf
 LEAF_FILE = "server.crt"
 KEY_FILE = "server.key"
+
+# Connection ranks (charon prefers the more specific remote_addrs; every client matches
+# each of these): identify, then the static users, then the generic connection (%any).
+RANK_IDENTIFY = (
+    "0.0.0.0/2", "64.0.0.0/2", "128.0.0.0/2", "192.0.0.0/2",
+    "::/2", "4000::/2", "8000::/2", "c000::/2",
+)  # fmt: skip
+RANK_STATIC = ("0.0.0.0/1", "128.0.0.0/1", "::/1", "8000::/1")
+
+
+@dataclass(frozen=True)
+class StaticAddress:
+    """A user's fixed virtual IP, handed out from a one-address pool of its own."""
+
+    user: str
+    address: ipaddress.IPv4Address
+
+    @property
+    def connection(self) -> str:
+        return "static-" + section_name(self.user)
+
+    @property
+    def pool(self) -> str:
+        return "static-" + str(self.address).replace(".", "-")
 
 
 @dataclass(frozen=True)
@@ -42,6 +86,17 @@ class Plan:
     proposals: ProposalSet
     log_level: int
     egress_interface: str
+    pool_v4_static: ipaddress.IPv4Network | None = None  # reserved for static IPs
+    static: tuple[StaticAddress, ...] = ()
+
+    def users(self) -> UsersPlan:
+        return UsersPlan(
+            host=self.host,
+            accounts=self.accounts,
+            static=self.static,
+            proposals=proposals(self.proposals, self.backend.esp_gcm),
+            dns=self.dns,
+        )
 
 
 @dataclass(frozen=True)
@@ -51,14 +106,33 @@ class Proposals:
 
 
 @dataclass(frozen=True)
+class UsersPlan:
+    """What the per-user configuration depends on; ``ikev2-vpn users`` builds one without
+    the rest of the plan (it never touches the certificate or the pools)."""
+
+    host: str
+    accounts: tuple[Account, ...]
+    static: tuple[StaticAddress, ...]
+    proposals: Proposals
+    dns: tuple[IPAddress, ...]
+
+
+@dataclass(frozen=True)
+class Pool:
+    name: str
+    addrs: str  # a subnet or a range "first-last"
+
+
+@dataclass(frozen=True)
 class ViciConfig:
     """The messages that load the configuration into charon, in order."""
 
     authorities: tuple[bytes, ...]  # load-cert with flag CA
     key: dict[str, Any]  # load-key
     shared: tuple[dict[str, Any], ...]  # load-shared, one per account
-    pools: dict[str, Any]  # load-pool
-    connection: dict[str, Any]  # load-conn
+    pools: dict[str, Any]  # load-pool: the dynamic pools and the static users' pools
+    connection: dict[str, Any]  # load-conn: the connections that carry the certificate
+    static_connections: dict[str, Any] = dataclass_field(default_factory=dict)  # load-conn
 
 
 def proposals(choice: ProposalSet, esp_gcm: bool) -> Proposals:
@@ -94,17 +168,43 @@ def _templates() -> jinja2.Environment:
     )
 
 
-def _render(template: str, **values: Any) -> str:
+def render_template(template: str, **values: Any) -> str:
+    """``config/<template>`` rendered with ``values`` (configuration text, unescaped)."""
     return _templates().get_template(template).render(**values)
 
 
 def _secret_name(account: Account) -> str:
     # swanctl section names allow only [A-Za-z0-9_-]; user names may also contain . @ +
-    return "ntlm-" + account.name.encode().hex()
+    return secret_id(account.name)
+
+
+def section_name(name: str) -> str:
+    """A user name as a readable swanctl section name: characters other than letters,
+    digits and '-' become _xx (hex), so different names never collide."""
+    return "".join(
+        c if c.isascii() and (c.isalnum() or c == "-") else f"_{ord(c):02x}" for c in name
+    )
+
+
+def dynamic_pools(
+    pool: ipaddress.IPv4Network, reserved: ipaddress.IPv4Network | None
+) -> tuple[Pool, ...]:
+    """The pools clients get dynamic addresses from: VPN_POOL_V4, or without a static
+    block, its usable addresses minus the block (one range before it, one after it)."""
+    if reserved is None:
+        return (Pool(defaults.POOL_V4_NAME, str(pool)),)
+    first, last = pool.network_address + 1, pool.broadcast_address - 1
+    ranges = []
+    if reserved.network_address > first:
+        ranges.append((first, min(last, reserved.network_address - 1)))
+    if reserved.broadcast_address < last:
+        ranges.append((max(first, reserved.broadcast_address + 1), last))
+    names = (defaults.POOL_V4_NAME, f"{defaults.POOL_V4_NAME}-2")
+    return tuple(Pool(name, f"{a}-{b}") for name, (a, b) in zip(names, ranges, strict=False))
 
 
 def strongswan_conf(plan: Plan) -> str:
-    return _render(
+    return render_template(
         "strongswan.conf.j2",
         plugins=charon_plugins(plan.backend.backend),
         backend=plan.backend,
@@ -114,28 +214,33 @@ def strongswan_conf(plan: Plan) -> str:
 
 
 def swanctl_conf(plan: Plan) -> str:
-    """The configuration as swanctl.conf. Secrets appear only as NT hashes in hex."""
-    chosen = proposals(plan.proposals, plan.backend.esp_gcm)
-    return _render(
+    """The configuration as swanctl.conf, except what :func:`users_conf` renders."""
+    return render_template(
         "swanctl.conf.j2",
-        connection=defaults.CONNECTION_NAME,
-        host=plan.host,
-        proposals=chosen,
-        pool_name=defaults.POOL_V4_NAME,
-        pool_v4=plan.pool_v4,
+        connection=_generic(plan),
+        identify=_identify(plan),
+        pools=dynamic_pools(plan.pool_v4, plan.pool_v4_static),
         dns=plan.dns,
-        leaf_file=LEAF_FILE,
-        dpd_delay=defaults.DPD_DELAY,
-        rekey_time=defaults.SERVER_REKEY_TIME,
+        users_file=USERS_FILE,
+    )
+
+
+def users_conf(users: UsersPlan) -> str:
+    """Secrets and static IPs as swanctl.conf text. Secrets appear only as NT hashes in hex."""
+    return render_template(
+        "swanctl-users.conf.j2",
+        connections=[_static(static, users) for static in users.static],
+        pools=[Pool(static.pool, f"{static.address}/32") for static in users.static],
+        dns=users.dns,
         secrets=[
             {"section": _secret_name(a), "id": a.name, "hex": nt_hash(a.password).hex()}
-            for a in plan.accounts
+            for a in users.accounts
         ],
     )
 
 
 def nftables_conf(plan: Plan) -> str:
-    return _render(
+    return render_template(
         "nftables.conf.j2",
         pool_v4=plan.pool_v4,
         egress=plan.egress_interface,
@@ -143,46 +248,161 @@ def nftables_conf(plan: Plan) -> str:
     )
 
 
+@dataclass(frozen=True)
+class Connection:
+    """One connection, rendered both as swanctl.conf text and as a VICI message."""
+
+    name: str
+    host: str
+    proposals: Proposals
+    pools: tuple[str, ...] = ()
+    with_certificate: bool = True
+    eap_id: str = "%any"
+    groups: tuple[str, ...] = ()
+    remote_addrs: tuple[str, ...] = ()
+    unique: str = "never"
+    explain: bool = False  # comments in swanctl.conf (once is enough)
+    child: str = defaults.CONNECTION_NAME
+    dpd_delay: str = defaults.DPD_DELAY
+    rekey_time: str = defaults.SERVER_REKEY_TIME
+
+    @property
+    def certs(self) -> str | None:
+        return LEAF_FILE if self.with_certificate else None
+
+    def vici(self, leaf_pem: bytes) -> dict[str, Any]:
+        local: dict[str, Any] = {"auth": "pubkey", "id": self.host}
+        if self.with_certificate:
+            local["certs"] = [leaf_pem]
+        remote: dict[str, Any] = {"auth": "eap-mschapv2", "eap_id": self.eap_id}
+        if self.groups:
+            remote["groups"] = list(self.groups)
+        connection: dict[str, Any] = {
+            "version": "2",
+            "proposals": list(self.proposals.ike),
+            "send_cert": "always",
+            "unique": self.unique,
+            "fragmentation": "yes",
+            "mobike": "yes",
+            "dpd_delay": self.dpd_delay,
+            "rekey_time": self.rekey_time,
+            "local": local,
+            "remote": remote,
+            "children": {
+                self.child: {
+                    "local_ts": ["0.0.0.0/0"],
+                    "esp_proposals": list(self.proposals.esp),
+                    "dpd_action": "clear",
+                    "rekey_time": self.rekey_time,
+                }
+            },
+        }
+        if self.pools:
+            connection["pools"] = list(self.pools)
+        if self.remote_addrs:
+            connection["remote_addrs"] = list(self.remote_addrs)
+        return {self.name: connection}
+
+
+def _generic(plan: Plan) -> Connection:
+    return Connection(
+        defaults.CONNECTION_NAME,
+        plan.host,
+        proposals(plan.proposals, plan.backend.esp_gcm),
+        pools=tuple(pool.name for pool in dynamic_pools(plan.pool_v4, plan.pool_v4_static)),
+        explain=True,
+    )
+
+
+def _identify(plan: Plan) -> Connection | None:
+    if plan.pool_v4_static is None:
+        return None
+    return Connection(
+        defaults.IDENTIFY_CONNECTION,
+        plan.host,
+        proposals(plan.proposals, plan.backend.esp_gcm),
+        groups=(defaults.IDENTIFY_GROUP,),
+        remote_addrs=RANK_IDENTIFY,
+    )
+
+
+def _static(static: StaticAddress, users: UsersPlan) -> Connection:
+    """Only ``static.user`` is accepted, and gets only ``static.address``. A new login of
+    the user replaces the old one: there is one address, so one device at a time. No
+    certificate: ``identify`` always authenticates the server first."""
+    return Connection(
+        static.connection,
+        users.host,
+        users.proposals,
+        pools=(static.pool,),
+        with_certificate=False,
+        eap_id=static.user,
+        remote_addrs=RANK_STATIC,
+        unique="replace",
+    )
+
+
 def vici_config(plan: Plan) -> ViciConfig:
-    """The same configuration as swanctl_conf(), as VICI messages."""
-    chosen = proposals(plan.proposals, plan.backend.esp_gcm)
-    child = {
-        "local_ts": ["0.0.0.0/0"],
-        "esp_proposals": list(chosen.esp),
-        "dpd_action": "clear",
-        "rekey_time": defaults.SERVER_REKEY_TIME,
-    }
-    connection = {
-        "version": "2",
-        "proposals": list(chosen.ike),
-        "pools": [defaults.POOL_V4_NAME],
-        "send_cert": "always",
-        "unique": "never",
-        "fragmentation": "yes",
-        "mobike": "yes",
-        "dpd_delay": defaults.DPD_DELAY,
-        "rekey_time": defaults.SERVER_REKEY_TIME,
-        "local": {"auth": "pubkey", "id": plan.host, "certs": [plan.credentials.leaf_pem()]},
-        "remote": {"auth": "eap-mschapv2", "eap_id": "%any"},
-        "children": {defaults.CONNECTION_NAME: child},
-    }
+    """The same configuration as swanctl_conf() and users_conf(), as VICI messages."""
+    leaf = plan.credentials.leaf_pem()
+    connection = _generic(plan).vici(leaf)
+    identify = _identify(plan)
+    if identify is not None:
+        connection.update(identify.vici(leaf))
+    users = vici_users(plan.users())
+    dynamic = dynamic_pools(plan.pool_v4, plan.pool_v4_static)
     return ViciConfig(
         authorities=tuple(plan.credentials.authority_pems()),
         key={"type": "any", "data": plan.credentials.key_pem},
-        shared=tuple(
-            {
-                "id": _secret_name(a),
-                "type": "NTLM",
-                "data": nt_hash(a.password),
-                "owners": [a.name],
-            }
-            for a in plan.accounts
-        ),
-        pools={
-            defaults.POOL_V4_NAME: {
-                "addrs": str(plan.pool_v4),
-                "dns": [str(server) for server in plan.dns],
-            }
-        },
-        connection={defaults.CONNECTION_NAME: connection},
+        shared=users.shared,
+        pools={**{pool.name: _pool(pool.addrs, plan.dns) for pool in dynamic}, **users.pools},
+        connection=connection,
+        static_connections=users.connections,
     )
+
+
+@dataclass(frozen=True)
+class UsersVici:
+    shared: tuple[dict[str, Any], ...]  # load-shared, one per account
+    pools: dict[str, Any]  # load-pool, one pool per static IP
+    connections: dict[str, Any]  # load-conn, one connection per static IP
+
+
+def vici_users(users: UsersPlan) -> UsersVici:
+    connections: dict[str, Any] = {}
+    pools: dict[str, Any] = {}
+    for static in users.static:
+        connections.update(static_connection(static, users))
+        pools.update(static_pool(static, users.dns))
+    return UsersVici(
+        shared=tuple(shared_secret(account) for account in users.accounts),
+        pools=pools,
+        connections=connections,
+    )
+
+
+def shared_secret(account: Account) -> dict[str, Any]:
+    """The load-shared message of one account (its NT hash, under a stable id)."""
+    return {
+        "id": _secret_name(account),
+        "type": "NTLM",
+        "data": nt_hash(account.password),
+        "owners": [account.name],
+    }
+
+
+def secret_id(name: str) -> str:
+    """The id charon knows an account's secret by (for unload-shared)."""
+    return "ntlm-" + name.encode().hex()
+
+
+def static_pool(static: StaticAddress, dns: tuple[IPAddress, ...]) -> dict[str, Any]:
+    return {static.pool: _pool(f"{static.address}/32", dns)}
+
+
+def static_connection(static: StaticAddress, users: UsersPlan) -> dict[str, Any]:
+    return _static(static, users).vici(b"")
+
+
+def _pool(addrs: str, dns: tuple[IPAddress, ...]) -> dict[str, Any]:
+    return {"addrs": addrs, "dns": [str(server) for server in dns]}

@@ -67,6 +67,11 @@ class KeyType(StrEnum):
     ECDSA_P384 = "ecdsa-p384"
 
 
+class ProfilePasswords(StrEnum):
+    INCLUDE = "include"
+    OMIT = "omit"
+
+
 class AcmeFallback(StrEnum):
     NONE = "none"
     SELF_SIGNED = "self-signed"
@@ -190,6 +195,7 @@ class Settings(BaseSettings):
     users: Annotated[tuple[Account, ...], NoDecode] = ()
     users_file: Annotated[UsersFile | None, NoDecode] = None
     pool_v4: ipaddress.IPv4Network = defaults.POOL_V4
+    pool_v4_static: ipaddress.IPv4Network | None = None
     dns: Annotated[tuple[IPAddress, ...], NoDecode] = (
         ipaddress.IPv4Address("1.1.1.1"),
         ipaddress.IPv4Address("1.0.0.1"),
@@ -201,6 +207,8 @@ class Settings(BaseSettings):
     key_path: Path = Path("/certs/privkey.pem")
     chain_path: Path | None = None
     log_level: int = Field(default=1)
+    profile_passwords: ProfilePasswords = ProfilePasswords.INCLUDE
+    profile_always_on: bool = False
     acme_email: str | None = Field(default=None, validation_alias="ACME_EMAIL")
     acme_directory: str = Field(
         default=defaults.ACME_DIRECTORIES["production"], validation_alias="ACME_DIRECTORY"
@@ -280,21 +288,17 @@ class Settings(BaseSettings):
             raise ValueError(f"{path} lists no users; add 'name:password' lines or unset it")
         return UsersFile(path=path, accounts=accounts)
 
+    @field_validator("pool_v4_static", mode="before")
+    @classmethod
+    def _pool_v4_static(cls, value: Any) -> Any:
+        return _ipv4_network(value, "10.10.10.192/26") if isinstance(value, str) else value
+
     @field_validator("pool_v4", mode="before")
     @classmethod
     def _pool_v4(cls, value: Any) -> Any:
         if not isinstance(value, str):
             return value
-        try:
-            if "/" not in value:
-                raise ValueError(value)
-            pool = ipaddress.IPv4Network(value, strict=False)
-        except ValueError:
-            raise ValueError(
-                f"{value!r} is not an IPv4 network; use CIDR notation like 10.10.10.0/24"
-            ) from None
-        if str(pool) != value:
-            raise ValueError(f"{value!r} has host bits set; use {pool}")
+        pool = _ipv4_network(value, "10.10.10.0/24")
         if not 8 <= pool.prefixlen <= 30:
             raise ValueError(f"/{pool.prefixlen} is out of range; use a prefix from /8 to /30")
         if not (pool.is_private or pool.subnet_of(ipaddress.IPv4Network("100.64.0.0/10"))):
@@ -329,7 +333,13 @@ class Settings(BaseSettings):
         return tuple(servers)
 
     @field_validator(
-        "ipsec_backend", "proposals", "cert", "acme_key_type", "acme_fallback", mode="before"
+        "ipsec_backend",
+        "proposals",
+        "cert",
+        "acme_key_type",
+        "acme_fallback",
+        "profile_passwords",
+        mode="before",
     )
     @classmethod
     def _choice(cls, value: Any, info: Any) -> Any:
@@ -339,6 +349,7 @@ class Settings(BaseSettings):
             "cert": CertSource,
             "acme_key_type": KeyType,
             "acme_fallback": AcmeFallback,
+            "profile_passwords": ProfilePasswords,
         }[info.field_name]
         if isinstance(value, str) and value.lower() not in {c.value for c in choices}:
             allowed = ", ".join(c.value for c in choices)
@@ -407,6 +418,21 @@ class Settings(BaseSettings):
         if self.users_file is not None:
             declared.extend(self.users_file.accounts)
         return tuple(declared)
+
+
+def _ipv4_network(value: str, example: str) -> ipaddress.IPv4Network:
+    """A network in CIDR notation, exactly as written (no host bits)."""
+    try:
+        if "/" not in value:
+            raise ValueError(value)
+        network = ipaddress.IPv4Network(value, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not an IPv4 network; use CIDR notation like {example}"
+        ) from None
+    if str(network) != value:
+        raise ValueError(f"{value!r} has host bits set; use {network}")
+    return network
 
 
 def _has_zone(address: IPAddress) -> bool:
@@ -505,11 +531,30 @@ def _check_combinations(settings: Settings) -> None:
             )
         seen[account.name] = account.source
     _check_acme(settings)
+    _check_static_block(settings)
     if settings.cert is CertSource.SELF_SIGNED and (settings.chain_path is not None):
         raise ConfigError(
             "VPN_CHAIN_PATH",
             "is only used with VPN_CERT=files",
             "set VPN_CERT=files or unset VPN_CHAIN_PATH",
+        )
+
+
+def _check_static_block(settings: Settings) -> None:
+    block, pool = settings.pool_v4_static, settings.pool_v4
+    if block is None:
+        return
+    if not block.subnet_of(pool):
+        raise ConfigError(
+            "VPN_POOL_V4_STATIC",
+            f"{block} is not inside VPN_POOL_V4 ({pool})",
+            "give a part of VPN_POOL_V4, such as its last quarter",
+        )
+    if block == pool:
+        raise ConfigError(
+            "VPN_POOL_V4_STATIC",
+            "takes all of VPN_POOL_V4, leaving no addresses for other clients",
+            "give a part of VPN_POOL_V4, such as its last quarter",
         )
 
 
@@ -575,9 +620,15 @@ def describe(settings: Settings) -> Iterable[str]:
     names = ", ".join(account.name for account in settings.accounts()) or "(generated)"
     yield f"users: {names}"
     yield (
-        f"VPN_POOL_V4={settings.pool_v4} VPN_DNS={','.join(map(str, settings.dns))} "
+        f"VPN_POOL_V4={settings.pool_v4} "
+        f"VPN_POOL_V4_STATIC={settings.pool_v4_static or '(none)'} "
+        f"VPN_DNS={','.join(map(str, settings.dns))} "
         f"VPN_IPSEC_BACKEND={settings.ipsec_backend} VPN_PROPOSALS={settings.proposals} "
         f"VPN_CERT={settings.cert}"
+    )
+    yield (
+        f"VPN_PROFILE_PASSWORDS={settings.profile_passwords} "
+        f"VPN_PROFILE_ALWAYS_ON={settings.profile_always_on}"
     )
     if settings.cert is CertSource.LETSENCRYPT:
         yield (

@@ -6,16 +6,18 @@ started; the first problem stops the container with one line and a non-zero stat
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from dataclasses import dataclass
 
 from . import defaults, render
 from .apply import backend, network
-from .apply.files import write_configuration
+from .apply.files import write_configuration, write_users_configuration
 from .errors import ConfigError
 from .identity import ServerIdentity, resolve_identity
-from .run import vici_session
+from .profiles import writer
+from .run import users_live, vici_session
 from .run.charon import Supervisor
 from .run.renewal import Renewer
 from .settings import (
@@ -28,13 +30,14 @@ from .settings import (
 )
 from .state import acme, certcheck, pki
 from .state.credentials import ServerCredentials
-from .state.users import STORE_NAME, resolve_accounts
+from .state.users import STORE_NAME, resolve_accounts, usable_static_ips
 
 log = logging.getLogger("ikev2_vpn")
 
 
 def run() -> int:
     supervisor = Supervisor()  # handles SIGTERM from here on
+    users_live.forget_facts()  # left by the previous run: no user change until charon is up
     for warning in unknown_variables():
         log.warning(warning)
     settings = load_settings()
@@ -62,6 +65,11 @@ def run() -> int:
             accounts.generated.password.get_secret_value(),
             defaults.DATA_DIR / STORE_NAME,
         )
+    static, warnings = usable_static_ips(
+        accounts.static_ips, settings.pool_v4_static, settings.pool_v4
+    )
+    for warning in warnings:
+        log.warning(warning)
 
     plan = render.Plan(
         host=identity.host,
@@ -73,12 +81,16 @@ def run() -> int:
         proposals=settings.proposals,
         log_level=settings.log_level,
         egress_interface=egress.interface,
+        pool_v4_static=settings.pool_v4_static,
+        static=tuple(render.StaticAddress(name, address) for name, address in static.items()),
     )
 
     # Apply.
     network.enable_forwarding()
     network.apply_firewall(render.nftables_conf(plan))
     write_configuration(render.strongswan_conf(plan), render.swanctl_conf(plan), credentials)
+    write_users_configuration(render.users_conf(plan.users()))
+    _write_profiles(settings, plan)
 
     # Run.
     supervisor.start()
@@ -90,8 +102,15 @@ def run() -> int:
         if supervisor.stopping:  # asked to stop while starting: not an error
             return 0
         raise
+    users_live.write_facts(plan)  # from here on `ikev2-vpn users` can change accounts
     if certificate.acme is not None:
-        Renewer(certificate.acme, plan, key_id, fallback=certificate.fallback).start()
+        Renewer(
+            certificate.acme,
+            plan,
+            key_id,
+            fallback=certificate.fallback,
+            on_loaded=functools.partial(_certificate_replaced, settings),
+        ).start()
     _announce(settings, identity, plan)
     return supervisor.supervise()
 
@@ -157,6 +176,35 @@ def _acme_certificate(settings: Settings, identity: ServerIdentity) -> Certifica
         )
     acme.clear_failures(request)
     return Certificate(issued.credentials, request)
+
+
+def _certificate_replaced(settings: Settings, plan: render.Plan, ca_changed: bool) -> None:
+    """After a renewal: `ikev2-vpn users` must see the new facts; when the self-signed
+    fallback ended, profiles lose its CA (devices then trust the public CA instead)."""
+    users_live.write_facts(plan)
+    if ca_changed:
+        users_live.LiveUsers(
+            settings, users_live.read_facts(), vici_session.connect
+        ).refresh_profiles()
+        log.info("client profiles rewritten for the CA's certificate")
+
+
+def _write_profiles(settings: Settings, plan: render.Plan) -> None:
+    """Client profiles for every account, rewritten at each start: that covers changes of
+    the CA, the address and the proposals. Unchanged files are left untouched."""
+    profiles = [writer.profile_input(settings, plan, account) for account in plan.accounts]
+    changes = writer.write_all(profiles, defaults.DATA_DIR)
+    log.info(
+        "client profiles written to %s (%d user%s)",
+        writer.clients_dir(defaults.DATA_DIR),
+        len(profiles),
+        "" if len(profiles) == 1 else "s",
+    )
+    current = {profile.user for profile in profiles}
+    if updated := sorted(user for user in changes if user in current):
+        log.info("client profiles changed for: %s", ", ".join(updated))
+    if removed := sorted(user for user in changes if user not in current):
+        log.info("client profiles removed for users that no longer exist: %s", ", ".join(removed))
 
 
 def _announce(settings: Settings, identity: ServerIdentity, plan: render.Plan) -> None:

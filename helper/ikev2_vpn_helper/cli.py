@@ -18,8 +18,11 @@ from . import engine as eng
 from .check import CheckOptions, format_report
 from .errors import HelperError
 from .lab import run_check
+from .profiles import describe as describe_profiles
+from .profiles import fetch_profiles
 from .server import DEFAULT_NAME, HEALTH_TIMEOUT_S, Server, ServerSpec, start_server
 from .topology import ensure_topology
+from .users import read_password, run_users, users_argv
 
 PASSWORD_ENV = "VPN_CHECK_PASSWORD"  # noqa: S105 - a variable name
 # Settings whose values are secrets, and the *_FILE setting that carries them as a file.
@@ -44,6 +47,22 @@ DESCRIPTIONS = {
         "connect as a user, send TCP and ICMP to the target, and report the virtual IP (must "
         "be in the server's pool), the pushed DNS, whether the target saw the server's egress "
         "address (NAT), and the connect time. Exit status 0 only when all of that holds."
+    ),
+    "profiles": (
+        "Copy a user's client profiles (Apple .mobileconfig, Android .sswan, Windows PowerShell "
+        "script, Linux swanctl.conf and NetworkManager keyfile, the CA certificate, README.txt) "
+        "out of the server's /data/clients/USER/ into a directory, and list them. The server "
+        "rewrites them at every start. Some may hold the password: they are written 0600 and "
+        "only their names are shown."
+    ),
+    "users": (
+        "List, add and remove VPN users, change their passwords and static IPs, in a running "
+        "server (it runs `ikev2-vpn users` there). Changes apply at once, without a restart "
+        "and without disconnecting other users. Passwords go to the server over the "
+        "command's standard input, never on a command line: give --password-file FILE ('-' "
+        "reads this command's standard input) or --prompt; without either the server "
+        "generates one and prints it once. Users declared in the server's environment are "
+        "listed but cannot be changed here."
     ),
     "clean": (
         "Remove the containers, networks and volumes labelled ikev2-vpn.test=RUN_ID: what a "
@@ -198,6 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--keep", action="store_true", help="keep the client and target containers")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    profiles = commands.add_parser(
+        "profiles",
+        help="copy a user's client profiles out of the server",
+        allow_abbrev=False,
+        description=DESCRIPTIONS["profiles"],
+    )
+    profiles.add_argument("server", metavar="CONTAINER", help="server container")
+    profiles.add_argument("user", metavar="USER", help="VPN user")
+    profiles.add_argument(
+        "--out", type=Path, metavar="DIR", help="directory to write them to (./USER)"
+    )
+
+    _add_users_parser(commands)
+
     clean = commands.add_parser(
         "clean",
         help="remove what a check or test run left behind",
@@ -207,6 +240,31 @@ def build_parser() -> argparse.ArgumentParser:
     clean.add_argument("run_id", nargs="?", help="run id (without one: list the runs)")
     clean.add_argument("--all", action="store_true", help="remove the objects of every run")
     return parser
+
+
+def _add_users_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    users = commands.add_parser(
+        "users",
+        help="manage the VPN users of a running server",
+        allow_abbrev=False,
+        description=DESCRIPTIONS["users"],
+    )
+    users.add_argument("server", metavar="CONTAINER", help="server container")
+    actions = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    listing = actions.add_parser("list", help="users, their origin and static IP")
+    listing.add_argument("--json", action="store_true", help="as JSON")
+    for action, text in (("add", "add a user"), ("passwd", "set a user's password")):
+        changing = actions.add_parser(action, help=text, allow_abbrev=False)
+        changing.add_argument("name", metavar="USER")
+        changing.add_argument(
+            "--password-file", type=Path, metavar="FILE", help="the password ('-': stdin)"
+        )
+        changing.add_argument("--prompt", action="store_true", help="type the password")
+    removing = actions.add_parser("remove", help="remove a user, ending its sessions")
+    removing.add_argument("name", metavar="USER")
+    static = actions.add_parser("static-ip", help="fix a user's virtual IP ('none': dynamic)")
+    static.add_argument("name", metavar="USER")
+    static.add_argument("address", metavar="ADDRESS", help="in the server's VPN_POOL_V4_STATIC")
 
 
 # --- settings for `run` (pure) -------------------------------------------------------------------
@@ -429,7 +487,43 @@ def cmd_clean(args: argparse.Namespace, engine: docker.DockerClient) -> int:
     return 0
 
 
-COMMANDS = {"build": cmd_build, "run": cmd_run, "check": cmd_check, "clean": cmd_clean}
+def cmd_profiles(args: argparse.Namespace, engine: docker.DockerClient) -> int:
+    server = Server.find(engine, args.server)
+    out_dir = args.out or Path(args.user)
+    files = fetch_profiles(server.container, args.user, out_dir)
+    for line in describe_profiles(files):
+        print(line)
+    _say(
+        f"{len(files)} files for {args.user} in {out_dir}; README.txt says which device takes which"
+    )
+    return 0
+
+
+def cmd_users(args: argparse.Namespace, engine: docker.DockerClient) -> int:
+    server = Server.find(engine, args.server)
+    if server.state().get("Status") != "running":
+        raise HelperError(f"server {server.name} is not running")
+    password = None
+    if args.action in ("add", "passwd"):
+        password = read_password(args.password_file, args.prompt, args.name)
+    extra = ["--json"] if getattr(args, "json", False) else []
+    if args.action == "static-ip":
+        extra = [args.address]
+    argv = users_argv(args.action, getattr(args, "name", None), extra, password is not None)
+    result = run_users(server.container, argv, None if password is None else password.encode())
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    return result.exit_code
+
+
+COMMANDS = {
+    "build": cmd_build,
+    "run": cmd_run,
+    "check": cmd_check,
+    "profiles": cmd_profiles,
+    "users": cmd_users,
+    "clean": cmd_clean,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

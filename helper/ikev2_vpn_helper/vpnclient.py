@@ -349,10 +349,20 @@ class VpnClient:
         ike_proposals: str | None = None,
         esp_proposals: str | None = None,
         plain_secret: bool = False,
+        server_id: str | None = None,
     ) -> ConnectResult:
-        """Dial the server as ``user``; the result says what a user would have seen."""
+        """Dial the server as ``user``; the result says what a user would have seen.
+
+        ``ike_proposals``/``esp_proposals``: proposals to offer, in order, separated by
+        commas (None: strongSwan's defaults). ``server_id``: the identity to expect from the
+        server this time, e.g. the one a profile names (None: the client's ``server_id``).
+        """
         profile = ClientProfile(
-            self.server_address, self.server_id, user, ike_proposals, esp_proposals
+            self.server_address,
+            server_id or self.server_id,
+            user,
+            proposal_list(ike_proposals),
+            proposal_list(esp_proposals),
         )
         self._hide.append(password)
         eng.put_files(
@@ -371,6 +381,12 @@ class VpnClient:
 
     def disconnect(self) -> bool:
         return bool(self._probe(["disconnect"]).get("disconnected"))
+
+    def rekey(self) -> bool:
+        """Rekey the tunnel's CHILD_SA now, with the ESP proposals it connected with (as a
+        device does when the SA's lifetime runs out); True when the server agreed."""
+        result = eng.run_in(self.container, ["swanctl", "--rekey", "--child", CONNECTION])
+        return result.exit_code == 0 and "completed successfully" in result.stdout
 
     def send_traffic(self, target: Target, count: int = 3, timeout_s: float = 3.0) -> TrafficResult:
         """Ping the target and ask it over TCP which source addresses it saw."""

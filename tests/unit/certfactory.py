@@ -19,6 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
+from ikev2_vpn.state.credentials import ServerCredentials
+
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
@@ -198,6 +200,19 @@ def le_like_chain(**leaf_options: object) -> Chain:
     intermediate = make_ca("Test R10", issuer=root, not_after=NOW + timedelta(days=900))
     leaf = make_leaf(intermediate, **leaf_options)  # type: ignore[arg-type]
     return Chain(root, intermediate, leaf)
+
+
+def own_ca_credentials(ca_name: str = "VPN Root CA", **leaf_options: object) -> ServerCredentials:
+    """What VPN_CERT=self-signed gives charon: a P-256 leaf under the server's own CA."""
+    ca = make_ca(ca_name, key="p256")
+    leaf = make_leaf(ca, key="p256", **leaf_options)  # type: ignore[arg-type]
+    return ServerCredentials(
+        leaf=leaf.cert,
+        intermediates=(),
+        key_pem=leaf.key_pem(),
+        key_path=Path("/data/pki/server.key"),
+        ca=ca.cert,
+    )
 
 
 def write(path: Path, data: bytes, mode: int = 0o644) -> Path:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import urllib.request
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,6 +23,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from josepy.jwk import JWKRSA
+from ports import free_port, refused
 
 from ikev2_vpn import defaults, start
 from ikev2_vpn.errors import ConfigError
@@ -690,13 +690,6 @@ def test_anything_else_is_one_line_with_its_type(acme_request: AcmeRequest) -> N
 # --- obtain(): one order, answered over HTTP-01 ---------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
 class FakeCA:
     """Stands in for acme's ClientV2: one order for one name, validated over HTTP like a CA."""
 
@@ -780,14 +773,6 @@ def fake_ca(
         return ca, replace(acme_request, http_port=port)
 
     return _fake_ca
-
-
-def refused(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 def test_obtain_answers_the_challenge_and_makes_the_certificate_live(

@@ -8,6 +8,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from ports import free_port, refused
 
 from ikev2_vpn.errors import ConfigError
 from ikev2_vpn.state import http01
@@ -42,14 +43,6 @@ def ipv6_loopback() -> bool:
     return True
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on (the CA's port 80 needs root)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        free: int = probe.getsockname()[1]
-    return free
-
-
 @pytest.fixture
 def port() -> int:
     return free_port()
@@ -61,14 +54,6 @@ def serving() -> Iterator[str]:
     port = free_port()
     with http01.responder(port, ANSWERS):
         yield f"http://127.0.0.1:{port}"
-
-
-def refused(port: int, host: str = "127.0.0.1") -> bool:
-    try:
-        socket.create_connection((host, port), timeout=2).close()
-    except ConnectionRefusedError:
-        return True
-    return False
 
 
 def test_the_challenge_token_gets_its_key_authorization(serving: str) -> None:

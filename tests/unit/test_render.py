@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import itertools
 import os
 import re
 import shutil
@@ -40,15 +41,7 @@ def account(name: str, password: str) -> Account:
 
 @pytest.fixture(scope="module")
 def credentials() -> ServerCredentials:
-    ca = certfactory.make_ca(key="p256")
-    leaf = certfactory.make_leaf(ca, key="p256")
-    return ServerCredentials(
-        leaf=leaf.cert,
-        intermediates=(),
-        key_pem=leaf.key_pem(),
-        key_path=Path("/data/pki/server.key"),
-        ca=ca.cert,
-    )
+    return certfactory.own_ca_credentials()
 
 
 @pytest.fixture(scope="module")
@@ -77,13 +70,23 @@ _SYNTAX = re.compile(
 )
 
 
-def parse_conf(text: str) -> Section:
-    """strongswan.conf/swanctl.conf as nested dicts; any line outside the grammar fails."""
+_INCLUDE = re.compile(r"include (?P<file>\S+)")
+
+
+def parse_conf(text: str, includes: dict[str, str] | None = None) -> Section:
+    """strongswan.conf/swanctl.conf as nested dicts; any line outside the grammar fails.
+
+    ``include FILE`` lines are replaced by the text ``includes[FILE]``, whose sections merge
+    with the including file's, as strongSwan does."""
     root: Section = {}
     stack = [root]
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
+            continue
+        included = _INCLUDE.fullmatch(line)
+        if included and includes is not None:
+            merge(stack[-1], parse_conf(includes[included["file"]]))
             continue
         match = _SYNTAX.fullmatch(line)
         assert match, f"line {number} is not plain key = value or section syntax: {raw!r}"
@@ -101,8 +104,24 @@ def parse_conf(text: str) -> Section:
     return root
 
 
+def merge(into: Section, extra: Section) -> None:
+    for key, value in extra.items():
+        if key in into:
+            assert isinstance(value, dict) and isinstance(into[key], dict), f"{key} repeated"
+            merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def swanctl(plan: render.Plan) -> Section:
+    """What swanctl reads: swanctl.conf with the users' file it includes."""
+    return parse_conf(
+        render.swanctl_conf(plan), {render.USERS_FILE: render.users_conf(plan.users())}
+    )
+
+
 def connection(plan: render.Plan) -> Section:
-    section: Section = parse_conf(render.swanctl_conf(plan))["connections"][CONN]
+    section: Section = swanctl(plan)["connections"][CONN]
     return section
 
 
@@ -174,9 +193,7 @@ def test_several_logins_per_account_mobike_fragmentation_dpd(plan: render.Plan) 
 
 
 def test_full_tunnel_with_addresses_and_dns_from_the_pool(plan: render.Plan) -> None:
-    conf = parse_conf(
-        render.swanctl_conf(replace(plan, pool_v4=ipaddress.IPv4Network("10.8.0.0/16")))
-    )
+    conf = swanctl(replace(plan, pool_v4=ipaddress.IPv4Network("10.8.0.0/16")))
     assert conf["connections"][CONN]["children"][CONN]["local_ts"] == "0.0.0.0/0"
     assert conf["connections"][CONN]["pools"] == POOL
     assert conf["pools"][POOL] == {
@@ -193,7 +210,7 @@ def test_server_never_starts_a_rekey(plan: render.Plan) -> None:
 
 
 def secrets(plan: render.Plan) -> dict[str, Section]:
-    section: dict[str, Section] = parse_conf(render.swanctl_conf(plan))["secrets"]
+    section: dict[str, Section] = swanctl(plan)["secrets"]
     return section
 
 
@@ -236,8 +253,9 @@ def test_one_secret_per_user_with_valid_section_names(plan: render.Plan) -> None
     "password", ['"}\n}\nsecrets {', "# not a comment", "a = b", "\\x00\\n", "{ }", "\n\r\t"]
 )
 def test_password_never_reaches_the_file_as_text(plan: render.Plan, password: str) -> None:
-    text = render.swanctl_conf(replace(plan, accounts=(account("alice", password),)))
-    assert password not in text
+    changed = replace(plan, accounts=(account("alice", password),))
+    assert password not in render.swanctl_conf(changed)
+    assert password not in render.users_conf(changed.users())
     assert secrets(replace(plan, accounts=(account("alice", password),))) == {
         "ntlm-" + b"alice".hex(): {
             "id": "alice",
@@ -462,7 +480,7 @@ def test_vici_messages_match_swanctl_conf_field_by_field(
     plan: render.Plan, choice: ProposalSet, backend: BackendChoice
 ) -> None:
     plan = replace(plan, proposals=choice, backend=backend)
-    conf = parse_conf(render.swanctl_conf(plan))
+    conf = swanctl(plan)
     vici = render.vici_config(plan)
 
     from_file = flatten(conf["connections"])
@@ -492,6 +510,133 @@ def test_vici_loads_the_key_and_the_ca(plan: render.Plan, credentials: ServerCre
     assert vici.key == {"type": "any", "data": credentials.key_pem}
     assert vici.authorities == tuple(credentials.authority_pems())
     assert len(vici.authorities) == 1
+
+
+# --- static IPs (VPN_POOL_V4_STATIC) ------------------------------------------------------------
+
+BLOCK = ipaddress.IPv4Network("10.10.10.192/26")
+DAVE = render.StaticAddress("dave.x@example.com", ipaddress.IPv4Address("10.10.10.200"))
+
+
+def span(pool: render.Pool) -> tuple[int, int]:
+    first, _, last = pool.addrs.partition("-")
+    return int(ipaddress.IPv4Address(first)), int(ipaddress.IPv4Address(last))
+
+
+@pytest.mark.parametrize(
+    ("pool", "block"),
+    [
+        ("10.10.10.0/24", "10.10.10.192/26"),
+        ("10.10.10.0/24", "10.10.10.0/26"),
+        ("10.10.10.0/24", "10.10.10.64/27"),
+        ("10.0.0.0/8", "10.200.0.0/16"),
+        ("10.10.10.0/29", "10.10.10.4/30"),
+        ("10.10.10.0/30", "10.10.10.2/31"),
+    ],
+)
+def test_dynamic_pools_are_the_pool_minus_the_static_block(pool: str, block: str) -> None:
+    network, reserved = ipaddress.IPv4Network(pool), ipaddress.IPv4Network(block)
+    pools = render.dynamic_pools(network, reserved)
+    assert 1 <= len(pools) <= 2
+    assert pools[0].name == POOL  # the health check looks for it
+    spans = [span(p) for p in pools]
+    hosts = (int(network.network_address) + 1, int(network.broadcast_address) - 1)
+    kept = (int(reserved.network_address), int(reserved.broadcast_address))
+    for first, last in spans:
+        assert hosts[0] <= first <= last <= hosts[1]
+        assert last < kept[0] or first > kept[1]  # never a reserved address
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(spans))  # no overlap
+    reserved_hosts = min(hosts[1], kept[1]) - max(hosts[0], kept[0]) + 1
+    total = sum(last - first + 1 for first, last in spans)
+    assert total == hosts[1] - hosts[0] + 1 - reserved_hosts  # every other address
+
+
+def test_without_a_static_block_the_pool_is_the_whole_network() -> None:
+    pool = ipaddress.IPv4Network("10.10.10.0/24")
+    assert render.dynamic_pools(pool, None) == (render.Pool(POOL, "10.10.10.0/24"),)
+
+
+@pytest.fixture(scope="module")
+def static_plan(plan: render.Plan) -> render.Plan:
+    dave = account(DAVE.user, "Dave-pw")
+    return replace(plan, accounts=(*plan.accounts, dave), pool_v4_static=BLOCK, static=(DAVE,))
+
+
+def rank(connection: Section) -> int:
+    """How specific charon finds a connection's remote_addrs (larger: picked earlier)."""
+    addrs = connection.get("remote_addrs")
+    if addrs is None:
+        return 0
+    return min(ipaddress.ip_network(net).prefixlen for net in listed(addrs)) + 1
+
+
+def test_static_ips_identify_first_then_the_user_then_everyone(static_plan: render.Plan) -> None:
+    conns = swanctl(static_plan)["connections"]
+    generic, identify = conns[CONN], conns[defaults.IDENTIFY_CONNECTION]
+    static = conns[DAVE.connection]
+    assert rank(identify) > rank(static) > rank(generic) == 0
+    # identify asks every client for its EAP identity and accepts none of them
+    assert identify["remote"] == {
+        "auth": "eap-mschapv2",
+        "eap_id": "%any",
+        "groups": defaults.IDENTIFY_GROUP,
+    }
+    assert "pools" not in identify
+    assert identify["local"]["certs"] == render.LEAF_FILE
+    # the user's own connection: only that identity, only its address, one device at a time
+    assert static["remote"] == {"auth": "eap-mschapv2", "eap_id": DAVE.user}
+    assert static["pools"] == DAVE.pool
+    assert static["unique"] == "replace"
+    assert "certs" not in static["local"]
+    assert static["children"] == generic["children"]
+    assert static["proposals"] == generic["proposals"] == identify["proposals"]
+    # everyone else: the dynamic ranges only
+    assert listed(generic["pools"]) == [POOL, f"{POOL}-2"] or listed(generic["pools"]) == [POOL]
+    pools = swanctl(static_plan)["pools"]
+    assert pools[DAVE.pool]["addrs"] == "10.10.10.200/32"
+    assert pools[POOL]["addrs"] == "10.10.10.1-10.10.10.191"
+
+
+def test_without_a_static_block_there_is_no_identify_connection(plan: render.Plan) -> None:
+    assert list(swanctl(plan)["connections"]) == [CONN]
+    assert list(render.vici_config(plan).connection) == [CONN]
+    assert render.vici_config(plan).static_connections == {}
+
+
+def test_static_connection_names_are_valid_and_distinct() -> None:
+    names = ["a.b", "a_b", "a_2eb", "A-1", "x@y.z", "a+b"]
+    sections = [render.section_name(name) for name in names]
+    assert len(set(sections)) == len(names)
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]+", section) for section in sections)
+    assert render.section_name("dave") == "dave"
+
+
+def test_vici_messages_match_swanctl_conf_with_static_ips(static_plan: render.Plan) -> None:
+    conf = swanctl(static_plan)
+    vici = render.vici_config(static_plan)
+    from_file = flatten(conf["connections"])
+    from_vici = flatten({**vici.connection, **vici.static_connections})
+    for name in (CONN, defaults.IDENTIFY_CONNECTION):
+        assert from_file.pop(f"{name}.local.certs") == render.LEAF_FILE
+        assert from_vici.pop(f"{name}.local.certs") == [static_plan.credentials.leaf_pem()]
+    assert {key: as_conf_value(value) for key, value in from_vici.items()} == from_file
+    assert {
+        name: {key: as_conf_value(value) for key, value in pool.items()}
+        for name, pool in vici.pools.items()
+    } == conf["pools"]
+    # The certificate renewal replaces vici.connection: every connection that carries it.
+    assert set(vici.connection) == {CONN, defaults.IDENTIFY_CONNECTION}
+
+
+def test_the_users_part_alone_matches_what_the_live_command_loads(
+    static_plan: render.Plan,
+) -> None:
+    users = static_plan.users()
+    live = render.vici_users(users)
+    assert live.connections == render.static_connection(DAVE, users)
+    assert live.pools == render.static_pool(DAVE, users.dns)
+    assert [s["id"] for s in live.shared] == [render.secret_id(a.name) for a in users.accounts]
+    assert "Dave-pw" not in render.users_conf(users)
 
 
 # --- nftables ------------------------------------------------------------------------------
@@ -640,7 +785,7 @@ def test_any_input_is_refused_cleanly_or_rendered_without_injection(
         dns=loaded.dns,
         pool_v4=loaded.pool_v4,
     )
-    conf = parse_conf(render.swanctl_conf(rendered))  # fails on any line outside the grammar
+    conf = swanctl(rendered)  # fails on any line outside the grammar
     assert conf["connections"][CONN]["local"]["id"] == rendered.host
     assert conf["pools"][POOL] == {
         "addrs": str(loaded.pool_v4),

@@ -115,15 +115,7 @@ def credentials_from(chain: Chain) -> ServerCredentials:
 
 
 def self_signed() -> ServerCredentials:
-    ca = certfactory.make_ca("VPN Root CA", key="p256")
-    leaf = certfactory.make_leaf(ca, key="p256", not_after=NOW + 3650 * DAY)
-    return ServerCredentials(
-        leaf=leaf.cert,
-        intermediates=(),
-        key_pem=leaf.key_pem(),
-        key_path=Path("/data/pki/server.key"),
-        ca=ca.cert,
-    )
+    return certfactory.own_ca_credentials(not_after=NOW + 3650 * DAY)
 
 
 @pytest.fixture(scope="module")
@@ -483,3 +475,22 @@ def test_the_served_certificate_in_data_is_not_reloaded_but_renewed(
     renewer = Renewer(acme_request, plan, "old-key", fallback=False)
     renewer.renew_once()
     assert renewer.plan.credentials == fakes.issued.credentials  # ordered a new one
+
+
+def test_the_end_of_the_fallback_is_reported_with_the_ca_gone(
+    acme_request: acme.AcmeRequest, plan: render.Plan, fakes: Fakes
+) -> None:
+    """Profiles made during the self-signed fallback carry its CA: they must be rewritten."""
+    told: list[tuple[render.Plan, bool]] = []
+    fallback_plan = replace(plan, credentials=self_signed())
+    renewer = Renewer(
+        acme_request,
+        fallback_plan,
+        "old-key",
+        fallback=True,
+        on_loaded=lambda new, ca_changed: told.append((new, ca_changed)),
+    )
+    renewer.renew_once()
+    renewer.renew_once()  # a later renewal under the same CA changes no profiles
+    assert [changed for _, changed in told] == [True, False]
+    assert told[0][0].credentials == fakes.issued.credentials

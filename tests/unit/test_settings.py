@@ -882,3 +882,56 @@ def test_describe_says_when_no_acme_email_is_given(load: Load) -> None:
     [line] = [line for line in describe(load(**LETSENCRYPT)) if "ACME_" in line]
     assert "ACME_EMAIL=(none)" in line
     assert "ACME_CA_BUNDLE" not in line
+
+
+# --- client profiles and static addresses ------------------------------------------------
+
+
+def test_profile_settings_default_to_passwords_included_and_not_always_on(load: Load) -> None:
+    settings = load()
+    assert settings.profile_passwords == "include"
+    assert settings.profile_always_on is False
+    assert settings.pool_v4_static is None
+
+
+@pytest.mark.parametrize(("value", "expected"), [("omit", "omit"), ("INCLUDE", "include")])
+def test_profile_passwords_choice(load: Load, value: str, expected: str) -> None:
+    assert load(VPN_PROFILE_PASSWORDS=value).profile_passwords == expected
+
+
+def test_unknown_profile_passwords_choice_lists_the_valid_ones(reject: Reject) -> None:
+    error = reject("VPN_PROFILE_PASSWORDS", VPN_PROFILE_PASSWORDS="maybe")
+    assert error.fix == "use one of: include, omit"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("on", True), ("off", False), ("1", True)])
+def test_profile_always_on_takes_on_and_off(load: Load, value: str, expected: bool) -> None:
+    assert load(VPN_PROFILE_ALWAYS_ON=value).profile_always_on is expected
+
+
+def test_static_block_inside_the_pool_is_accepted(load: Load) -> None:
+    settings = load(VPN_POOL_V4="10.10.10.0/24", VPN_POOL_V4_STATIC="10.10.10.192/26")
+    assert settings.pool_v4_static == ipaddress.IPv4Network("10.10.10.192/26")
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("10.10.11.0/26", "not inside VPN_POOL_V4"),
+        ("10.10.10.0/24", "leaving no addresses"),
+        ("10.10.10.193/26", "host bits"),
+        ("10.10.10.192", "CIDR"),
+        ("banana", "CIDR"),
+    ],
+)
+def test_static_block_outside_the_pool_or_malformed_is_refused(
+    reject: Reject, value: str, words: str
+) -> None:
+    error = reject("VPN_POOL_V4_STATIC", VPN_POOL_V4="10.10.10.0/24", VPN_POOL_V4_STATIC=value)
+    assert words in error.line()
+
+
+def test_describe_names_the_profile_and_static_settings(load: Load) -> None:
+    lines = "\n".join(describe(load(VPN_POOL_V4_STATIC="10.10.10.192/26")))
+    assert "VPN_POOL_V4_STATIC=10.10.10.192/26" in lines
+    assert "VPN_PROFILE_PASSWORDS=include" in lines

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ..render import KEY_FILE, LEAF_FILE, SWANCTL_DIR
+from ..render import KEY_FILE, LEAF_FILE, SWANCTL_DIR, USERS_FILE
 from ..state.credentials import ServerCredentials
 from ..state.files import atomic_write
 
@@ -28,6 +28,14 @@ def write_configuration(
     swanctl.mkdir(parents=True, exist_ok=True)
     atomic_write(swanctl / "swanctl.conf", swanctl_conf.encode(), mode=0o600)
     write_credentials(credentials, root)
+
+
+def write_users_configuration(users_conf: str, root: Path = Path("/")) -> None:
+    """conf.d/users.conf (accounts and static IPs), included by swanctl.conf: written at
+    start and again by every ``ikev2-vpn users`` change."""
+    path = root / SWANCTL_DIR.relative_to("/") / USERS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, users_conf.encode(), mode=0o600)
 
 
 def write_credentials(credentials: ServerCredentials, root: Path = Path("/")) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from .. import defaults, render
@@ -37,9 +38,18 @@ class Renewer:
     """Keeps the served certificate fresh; one per container, started after charon loads."""
 
     def __init__(
-        self, request: acme.AcmeRequest, plan: render.Plan, key_id: str, *, fallback: bool
+        self,
+        request: acme.AcmeRequest,
+        plan: render.Plan,
+        key_id: str,
+        *,
+        fallback: bool,
+        on_loaded: Callable[[render.Plan, bool], None] | None = None,
     ) -> None:
         self.request = request
+        # Told about each certificate charon now serves, and whether the server's own CA
+        # went away with it (the self-signed fallback ended): client profiles follow.
+        self.on_loaded = on_loaded
         self.plan = plan
         self.key_id = key_id
         self.fallback = fallback  # serving a self-signed certificate until the CA answers
@@ -94,7 +104,10 @@ class Renewer:
             session, render.vici_config(plan), self.key_id
         )
         write_credentials(issued.credentials)
+        ca_changed = self.plan.credentials.ca != plan.credentials.ca
         self.plan, self.fallback = plan, False
+        if self.on_loaded is not None:
+            self.on_loaded(plan, ca_changed)
         connected = sum(1 for _ in session.list_sas())
         log.info(
             "ACME: new certificate loaded into charon (serial %x, valid until %s); "

@@ -71,9 +71,13 @@ def load(session: vici.Session, config: ViciConfig) -> str:
             (f"loading secret {secret['id']}", session.load_shared, secret)
             for secret in config.shared
         ),
-        ("loading the address pool", session.load_pool, config.pools),
+        ("loading the address pools", session.load_pool, config.pools),
         ("loading the connection", session.load_conn, config.connection),
     ]
+    if config.static_connections:
+        steps.append(
+            ("loading the static IP connections", session.load_conn, config.static_connections)
+        )
     _run(steps)
     return key_id
 

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import threading
 from collections.abc import Iterator, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import MappingProxyType
-from typing import Any, ClassVar
 
+from ..apply.httpd import DualStackServer, QuietHandler
 from ..errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -22,32 +20,14 @@ log = logging.getLogger(__name__)
 CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    address_family = socket.AF_INET6
-
+class _Server(DualStackServer):
     def __init__(self, port: int, answers: Mapping[str, str]) -> None:
         self.answers = answers
-        try:
-            super().__init__(("::", port), _Handler)
-        except OSError as exc:
-            if exc.errno not in {97, 99}:  # EAFNOSUPPORT, EADDRNOTAVAIL: no IPv6 here
-                raise
-            self.address_family = socket.AF_INET
-            super().__init__(("0.0.0.0", port), _Handler)  # noqa: S104 - the CA is remote
-
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6:  # one socket for IPv4 and IPv6
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+        super().__init__(port, _Handler)
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(QuietHandler):
     server: _Server
-    server_version = "ikev2-vpn"
-    sys_version = ""
-    protocol_version = "HTTP/1.0"
-    timeout: ClassVar[float] = 10.0
 
     def do_GET(self) -> None:
         answer = self.server.answers.get(self.path)
@@ -67,9 +47,6 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # challenge answers are logged above; scanners hitting port 80 are not news
 
 
 @contextlib.contextmanager

@@ -1,0 +1,35 @@
+"""Client profiles: one file per platform and user, so onboarding is one file or one scan.
+
+Pure functions from :class:`ProfileInput` to file contents (no I/O), one module per
+platform; ``writer`` puts them under ``/data/clients/<user>/``. Every profile carries only
+strong proposals that the server accepts (from :func:`ikev2_vpn.render.proposals` with
+``ProposalSet.MODERN``), so a profile keeps working when the operator switches to
+``VPN_PROPOSALS=modern``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from cryptography import x509
+from pydantic import SecretStr
+
+
+@dataclass(frozen=True)
+class ProfileInput:
+    """Everything a profile depends on; when any of it changes, profiles are rewritten."""
+
+    host: str  # VPN_HOST: what clients dial, and the server's IKE identity (RemoteIdentifier)
+    user: str
+    password: SecretStr | None  # None: left out (VPN_PROFILE_PASSWORDS=omit); the device asks
+    ca: x509.Certificate | None  # the server's own CA (self-signed mode), else None
+    esp_gcm: bool  # the server's IPsec backend accepts AES-GCM for ESP
+    dns: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
+    pool_v4: ipaddress.IPv4Network
+    always_on: bool = False  # VPN_PROFILE_ALWAYS_ON: Apple on-demand "connect always"
+    connection_name: str = ""  # shown on the device; empty: "IKEv2 VPN <host>"
+
+    @property
+    def display_name(self) -> str:
+        return self.connection_name or f"IKEv2 VPN {self.host}"

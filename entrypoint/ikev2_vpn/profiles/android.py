@@ -1,0 +1,66 @@
+"""Android: a ``.sswan`` profile for the strongSwan VPN Client app, and the fields to type
+into the built-in client (Android 11 and later, "IKEv2/IPSec MSCHAPv2").
+
+The ``.sswan`` format (JSON, shared/clients.md, Profile formats) has no field for a
+password: the app asks for it when the profile is imported or first used.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any, Final
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+
+from . import ProfileInput, proposals
+from .templating import render_profile
+
+SSWAN_FILE_NAME: Final = "android.sswan"
+SSWAN_CONTENT_TYPE: Final = "application/vnd.strongswan.profile"  # the app's import type
+BUILTIN_FILE_NAME: Final = "android-builtin.txt"
+
+_NAMESPACE: Final = uuid.uuid5(uuid.NAMESPACE_DNS, "android.profiles.ikev2-vpn")
+
+
+def sswan(profile: ProfileInput) -> bytes:
+    """The strongSwan app profile as UTF-8 JSON.
+
+    Its ``uuid`` depends on host and user only, so importing a regenerated profile updates
+    the existing one in the app instead of adding another.
+    """
+    suites = proposals.client_suites(profile.esp_gcm)
+    remote: dict[str, Any] = {"addr": profile.host, "id": profile.host}
+    if profile.ca is not None:
+        # The app then trusts exactly this CA for the server, no import into Android needed.
+        remote["cert"] = base64.b64encode(profile.ca.public_bytes(Encoding.DER)).decode("ascii")
+    document = {
+        "uuid": str(uuid.uuid5(_NAMESPACE, f"{profile.host}\n{profile.user}")),
+        "name": profile.display_name,
+        "type": "ikev2-eap",
+        "remote": remote,
+        "local": {"eap_id": profile.user},
+        "ike-proposal": suites.ike.strongswan(),
+        "esp-proposal": suites.esp.strongswan(),
+        # The server hands out IPv4 addresses only: without this, IPv6 traffic would leave
+        # the phone outside the tunnel.
+        "split-tunneling": {"block-ipv6": True},
+    }
+    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def builtin_instructions(profile: ProfileInput) -> str:
+    """What to type into Android's own VPN settings, field by field (no password inside)."""
+    fingerprint = None
+    if profile.ca is not None:
+        fingerprint = profile.ca.fingerprint(hashes.SHA256()).hex(":").upper()
+    return render_profile(
+        "android-builtin.txt.j2",
+        name=profile.display_name,
+        host=profile.host,
+        user=profile.user,
+        ca=profile.ca is not None,
+        ca_fingerprint=fingerprint,
+    )

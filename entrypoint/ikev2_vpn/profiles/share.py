@@ -1,0 +1,321 @@
+"""Getting a profile onto a phone: scan a QR code, tap, install.
+
+:func:`serve` serves one user's profiles for a limited time on the container's TCP port 80
+(published for ACME anyway) under a fresh unguessable path, and prints a QR code of each
+link. It is plain HTTP, so the served copies never contain the password: the device asks
+for it. Nothing else is served, and the port is closed again when the time is up.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import io
+import ipaddress
+import secrets
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, TextIO
+from urllib.parse import quote
+
+import qrcode
+import qrcode.constants
+from cryptography.hazmat.primitives.serialization import Encoding
+from qrcode.image.pure import PyPNGImage
+
+from .. import defaults
+from ..apply.httpd import DualStackServer, QuietHandler
+from ..errors import SystemSetupError
+from . import ProfileInput, android, apple
+
+DEFAULT_LIFETIME_S: Final = 600.0
+HTTP_PORT: Final = defaults.ACME_HTTP_PORT  # published by compose.yaml for ACME HTTP-01
+CA_FILE_NAME: Final = defaults.CA_CERT_NAME
+CA_CONTENT_TYPE: Final = "application/x-x509-ca-cert"
+PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
+# Outside /data/clients: the profile writer keeps only the files it makes in there.
+PNG_DIR: Final = defaults.DATA_DIR / "share"
+
+
+def png_dir(user: str) -> Path:
+    """Where :func:`serve` puts one user's QR code PNGs (user names are path-safe)."""
+    return PNG_DIR / user
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedFile:
+    name: str  # last part of the URL and the downloaded file's name
+    content: bytes
+    content_type: str
+    label: str  # who it is for, as printed next to its QR code
+
+
+def shared_files(profile: ProfileInput) -> tuple[SharedFile, ...]:
+    """What a phone may fetch: the profiles without the password, and the CA if self-signed."""
+    anonymous = dataclasses.replace(profile, password=None)
+    files = [
+        SharedFile(
+            apple.FILE_NAME,
+            apple.mobileconfig(anonymous),
+            apple.CONTENT_TYPE,
+            "iPhone, iPad, Mac",
+        ),
+        SharedFile(
+            android.SSWAN_FILE_NAME,
+            android.sswan(anonymous),
+            android.SSWAN_CONTENT_TYPE,
+            "Android, strongSwan VPN Client app",
+        ),
+    ]
+    if profile.ca is not None:
+        files.append(
+            SharedFile(
+                CA_FILE_NAME,
+                profile.ca.public_bytes(Encoding.PEM),
+                CA_CONTENT_TYPE,
+                "Android built-in client: the CA certificate to install first",
+            )
+        )
+    return tuple(files)
+
+
+# --- QR codes --------------------------------------------------------------------------
+
+
+def _qr(text: str, border: int) -> Any:
+    code = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=border)
+    code.add_data(text)
+    code.make(fit=True)
+    return code
+
+
+def qr_png(text: str, box_size: int = 8) -> bytes:
+    """A PNG of the QR code (pure Python: pypng, no imaging library)."""
+    code = _qr(text, border=4)
+    code.box_size = box_size
+    buffer = io.BytesIO()
+    code.make_image(image_factory=PyPNGImage).save(buffer)
+    return buffer.getvalue()
+
+
+def qr_text(text: str) -> str:
+    """The QR code as block characters, for a terminal with light text on a dark background
+    (modules are left dark, the background drawn light, as on paper)."""
+    out = io.StringIO()
+    _qr(text, border=4).print_ascii(out=out, invert=True)
+    return out.getvalue()
+
+
+# --- The server ------------------------------------------------------------------------
+
+
+class _Server(DualStackServer):
+    def __init__(
+        self,
+        port: int,
+        files: Mapping[str, SharedFile],
+        deadline: float,
+        on_download: Callable[[SharedFile, str], None],
+    ) -> None:
+        self.files = files
+        self.deadline = deadline
+        self.on_download = on_download
+        super().__init__(port, _Handler)
+
+    def lookup(self, path: str) -> SharedFile | None:
+        if time.monotonic() >= self.deadline:
+            return None
+        return self.files.get(path)
+
+
+class _Handler(QuietHandler):
+    server: _Server
+
+    def do_GET(self) -> None:
+        shared = self.server.lookup(self.path)
+        if shared is None:
+            self._not_found()
+            return
+        self._send(shared)
+        self.wfile.write(shared.content)
+        # IPv4 clients reach the dual-stack socket as ::ffff:a.b.c.d
+        self.server.on_download(shared, self.client_address[0].removeprefix("::ffff:"))
+
+    def do_HEAD(self) -> None:
+        shared = self.server.lookup(self.path)
+        if shared is None:
+            self._not_found()
+        else:
+            self._send(shared)
+
+    def _send(self, shared: SharedFile) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", shared.content_type)
+        self.send_header("Content-Length", str(len(shared.content)))
+        self.send_header("Content-Disposition", f'attachment; filename="{shared.name}"')
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+
+    def _not_found(self) -> None:
+        body = b"not found\n" if self.command != "HEAD" else b""
+        self.send_response(404)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(b"not found\n")))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+class ShareServer:
+    """Serves ``files`` under ``/<token>/<name>`` until ``lifetime`` seconds have passed.
+
+    Use as a context manager: the port is open inside the block only. Every other path,
+    and every path once the time is up, gets 404.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[SharedFile],
+        *,
+        port: int = HTTP_PORT,
+        lifetime: float = DEFAULT_LIFETIME_S,
+        on_download: Callable[[SharedFile, str], None] = lambda shared, client: None,
+    ) -> None:
+        self.token = secrets.token_urlsafe(16)  # 128 bits, new for every share
+        self.files = tuple(files)
+        self.port = port
+        self.lifetime = lifetime
+        self.deadline = 0.0
+        self._on_download = on_download
+        self._stop = threading.Event()
+
+    def path(self, shared: SharedFile) -> str:
+        return f"/{self.token}/{quote(shared.name)}"
+
+    def url(self, host: str, shared: SharedFile, public_port: int = HTTP_PORT) -> str:
+        """The link a phone opens, with ``host`` as VPN_HOST (IPv6 in brackets)."""
+        try:
+            literal = ipaddress.ip_address(host).version == 6
+        except ValueError:
+            literal = False
+        authority = f"[{host}]" if literal else host
+        if public_port != HTTP_PORT:
+            authority += f":{public_port}"
+        return f"http://{authority}{self.path(shared)}"
+
+    def __enter__(self) -> ShareServer:
+        self.deadline = time.monotonic() + self.lifetime
+        files = MappingProxyType({self.path(shared): shared for shared in self.files})
+        try:
+            self._server = _Server(self.port, files, self.deadline, self._on_download)
+        except OSError as exc:
+            raise SystemSetupError(
+                f"cannot listen on TCP port {self.port} to share profiles ({exc.strerror}); "
+                "stop what uses it (a Let's Encrypt renewal holds it only while the CA "
+                "validates) and try again"
+            ) from None
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.1},  # how long closing the port may take
+            name="share",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def wait(self) -> bool:
+        """Block until the time is up (True) or :meth:`stop` was called (False)."""
+        remaining = self.deadline - time.monotonic()
+        return not self._stop.wait(max(remaining, 0.0))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+# --- The command -----------------------------------------------------------------------
+
+
+def serve(
+    profile: ProfileInput,
+    *,
+    port: int = HTTP_PORT,
+    public_port: int = HTTP_PORT,
+    lifetime: float = DEFAULT_LIFETIME_S,
+    png_dir: Path | None = None,
+    out: TextIO = sys.stdout,
+) -> None:
+    """Share ``profile``'s files for ``lifetime`` seconds, printing a QR code of each link.
+
+    ``port`` is where the container listens, ``public_port`` the host port published for
+    it (compose.yaml's VPN_HTTP_PORT), which goes into the links. With ``png_dir``, each QR
+    code is also written there as ``qr-<file>.png`` while the links work, and removed
+    afterwards. Ctrl-C stops early.
+    """
+    files = shared_files(profile)
+
+    def report(shared: SharedFile, client: str) -> None:
+        print(f"{_now()} {client} downloaded {shared.name}", file=out, flush=True)
+
+    with ShareServer(files, port=port, lifetime=lifetime, on_download=report) as server:
+        until = datetime.now(UTC) + timedelta(seconds=lifetime)
+        print(
+            f"Sharing the VPN profiles of {profile.user} for {_duration(lifetime)}, until "
+            f"{until:%H:%M:%S} UTC. Scan a code with the phone's camera and open the link.",
+            file=out,
+        )
+        print(
+            "The links are plain HTTP, so these copies contain no password: the device asks "
+            "for it. Each link works only until the time is up (or Ctrl-C).",
+            file=out,
+        )
+        urls = {shared.name: server.url(profile.host, shared, public_port) for shared in files}
+        for shared in files:
+            print(f"\n{shared.label}:\n{urls[shared.name]}\n", file=out)
+            print(qr_text(urls[shared.name]), file=out)
+        with _pngs(png_dir, urls) as written:
+            if written:
+                print("QR codes as PNG: " + ", ".join(map(str, written)), file=out)
+            out.flush()
+            try:
+                expired = server.wait()
+            except KeyboardInterrupt:
+                expired = False
+    reason = "the time is up" if expired else "stopped"
+    print(f"{_now()} Sharing ended ({reason}); the links no longer work.", file=out, flush=True)
+
+
+@contextlib.contextmanager
+def _pngs(png_dir: Path | None, urls: Mapping[str, str]) -> Iterator[list[Path]]:
+    """QR code PNGs for the duration of the share (the links die with it)."""
+    written: list[Path] = []
+    try:
+        if png_dir is not None:
+            png_dir.mkdir(parents=True, exist_ok=True)
+            for name, url in urls.items():
+                path = png_dir / f"qr-{name}.png"
+                path.write_bytes(qr_png(url))
+                written.append(path)
+        yield written
+    finally:
+        for path in written:
+            path.unlink(missing_ok=True)
+
+
+def _duration(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute" + ("s" if minutes != 1 else "")
+    return f"{seconds:g} seconds"
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S")

@@ -1,0 +1,106 @@
+"""The .sswan profile as the strongSwan app imports it, and the built-in client's fields."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
+from profilefactory import HOST, PASSWORD, USER, accepted, ca, make_profile
+
+from ikev2_vpn import render
+from ikev2_vpn.profiles import ProfileInput, android
+from ikev2_vpn.settings import ProposalSet
+
+
+def parse(profile: ProfileInput) -> dict[str, Any]:
+    document: dict[str, Any] = json.loads(android.sswan(profile).decode("utf-8"))
+    return document
+
+
+def test_has_what_the_app_requires() -> None:
+    document = parse(make_profile())
+    assert uuid.UUID(document["uuid"])
+    assert document["name"] == f"IKEv2 VPN {HOST}"
+    assert document["type"] == "ikev2-eap"
+    assert document["remote"]["addr"] == HOST
+
+
+def test_expects_the_host_as_server_identity_and_sends_the_user_name() -> None:
+    document = parse(make_profile())
+    assert document["remote"]["id"] == HOST
+    assert document["local"]["eap_id"] == USER
+
+
+def test_never_contains_the_password() -> None:
+    """The format has no password field: the app asks for it."""
+    content = android.sswan(make_profile())
+    assert PASSWORD.encode() not in content
+    assert "password" not in json.dumps(json.loads(content)).lower()
+
+
+def test_self_signed_mode_pins_the_ca() -> None:
+    cert = parse(make_profile(self_signed=True))["remote"]["cert"]
+    assert base64.b64decode(cert, validate=True) == ca().public_bytes(Encoding.DER)
+
+
+def test_with_a_public_ca_the_system_store_is_used() -> None:
+    assert "cert" not in parse(make_profile(self_signed=False))["remote"]
+
+
+@pytest.mark.parametrize("esp_gcm", [True, False])
+@pytest.mark.parametrize("proposal_set", list(ProposalSet))
+def test_proposals_are_ones_the_server_accepts(esp_gcm: bool, proposal_set: ProposalSet) -> None:
+    document = parse(make_profile(esp_gcm=esp_gcm))
+    server = render.proposals(proposal_set, esp_gcm)
+    assert accepted(document["ike-proposal"], server.ike, ike=True)
+    assert accepted(document["esp-proposal"], server.esp, ike=False)
+
+
+@pytest.mark.parametrize(
+    ("esp_gcm", "esp"), [(True, "aes256gcm16-ecp384"), (False, "aes256-sha256-ecp384")]
+)
+def test_strong_proposals_in_strongswan_syntax(esp_gcm: bool, esp: str) -> None:
+    document = parse(make_profile(esp_gcm=esp_gcm))
+    assert document["ike-proposal"] == "aes256gcm16-prfsha384-ecp384"
+    assert document["esp-proposal"] == esp
+
+
+def test_ipv6_cannot_leak_past_the_ipv4_only_tunnel() -> None:
+    assert parse(make_profile())["split-tunneling"] == {"block-ipv6": True}
+
+
+def test_same_host_and_user_give_the_same_uuid() -> None:
+    """The app replaces a profile with the same UUID instead of adding one."""
+    first = parse(make_profile())["uuid"]
+    assert parse(make_profile(password=None, esp_gcm=False))["uuid"] == first
+    assert parse(make_profile(user="bob"))["uuid"] != first
+    assert parse(make_profile(host="vpn2.example.com"))["uuid"] != first
+
+
+def test_is_utf8_json_with_unicode_names() -> None:
+    content = android.sswan(make_profile(connection_name="Büro VPN"))
+    assert "Büro VPN".encode() in content
+    assert parse(make_profile(connection_name="Büro VPN"))["name"] == "Büro VPN"
+
+
+def test_builtin_instructions_self_signed() -> None:
+    text = android.builtin_instructions(make_profile(self_signed=True))
+    assert "IKEv2/IPSec MSCHAPv2" in text
+    assert f"Server address:            {HOST}" in text
+    assert f"IPSec identifier:          {USER}" in text
+    assert "the certificate installed in step 1" in text
+    assert ca().fingerprint(hashes.SHA256()).hex(":").upper() in text
+    assert "Use system certificates" not in text
+    assert PASSWORD not in text
+
+
+def test_builtin_instructions_with_a_public_ca() -> None:
+    text = android.builtin_instructions(make_profile(self_signed=False))
+    assert "IPSec CA certificate:      Use system certificates" in text
+    assert "Received from server" in text
+    assert "ca.crt" not in text

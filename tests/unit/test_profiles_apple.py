@@ -1,0 +1,187 @@
+"""The .mobileconfig as an iPhone or Mac reads it: parsed back with plistlib."""
+
+from __future__ import annotations
+
+import plistlib
+import uuid
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives.serialization import Encoding
+from profilefactory import CA_NAME, HOST, PASSWORD, USER, accepted, ca, make_profile
+
+from ikev2_vpn import render
+from ikev2_vpn.profiles import ProfileInput, apple, proposals
+from ikev2_vpn.settings import ProposalSet
+
+
+def parse(profile: ProfileInput) -> dict[str, Any]:
+    document: dict[str, Any] = plistlib.loads(apple.mobileconfig(profile))
+    return document
+
+
+def payload(document: dict[str, Any], payload_type: str) -> dict[str, Any]:
+    found = [p for p in document["PayloadContent"] if p["PayloadType"] == payload_type]
+    assert len(found) == 1, f"{len(found)} payloads of type {payload_type}"
+    result: dict[str, Any] = found[0]
+    return result
+
+
+def ikev2(profile: ProfileInput) -> dict[str, Any]:
+    vpn = payload(parse(profile), "com.apple.vpn.managed")
+    assert vpn["VPNType"] == "IKEv2"
+    settings: dict[str, Any] = vpn["IKEv2"]
+    return settings
+
+
+def all_uuids(document: dict[str, Any]) -> list[str]:
+    return [document["PayloadUUID"]] + [p["PayloadUUID"] for p in document["PayloadContent"]]
+
+
+def test_is_a_configuration_profile_with_one_vpn() -> None:
+    document = parse(make_profile())
+    assert document["PayloadType"] == "Configuration"
+    assert document["PayloadVersion"] == 1
+    vpn = payload(document, "com.apple.vpn.managed")
+    assert vpn["UserDefinedName"] == f"IKEv2 VPN {HOST}"
+
+
+def test_dials_the_host_and_expects_it_as_the_server_identity() -> None:
+    settings = ikev2(make_profile())
+    assert settings["RemoteAddress"] == HOST
+    assert settings["RemoteIdentifier"] == HOST  # mismatch: Apple fails silently
+
+
+def test_logs_in_with_eap_name_and_password() -> None:
+    settings = ikev2(make_profile())
+    assert settings["AuthenticationMethod"] == "None"
+    assert settings["ExtendedAuthEnabled"] == 1
+    assert settings["AuthName"] == USER
+    assert settings["LocalIdentifier"] == USER
+    assert settings["AuthPassword"] == PASSWORD  # XML metacharacters and Unicode survive
+
+
+def test_without_password_the_device_asks() -> None:
+    profile = make_profile(password=None)
+    assert "AuthPassword" not in ikev2(profile)
+    assert PASSWORD.encode() not in apple.mobileconfig(profile)
+
+
+def test_self_signed_mode_carries_the_ca_as_a_root_payload() -> None:
+    document = parse(make_profile(self_signed=True))
+    root = payload(document, "com.apple.security.root")
+    assert root["PayloadContent"] == ca().public_bytes(Encoding.DER)
+    settings = payload(document, "com.apple.vpn.managed")["IKEv2"]
+    assert settings["ServerCertificateIssuerCommonName"] == CA_NAME
+
+
+def test_with_a_public_ca_nothing_is_imported_and_no_issuer_pinned() -> None:
+    document = parse(make_profile(self_signed=False))
+    assert [p["PayloadType"] for p in document["PayloadContent"]] == ["com.apple.vpn.managed"]
+    assert "ServerCertificateIssuerCommonName" not in document["PayloadContent"][0]["IKEv2"]
+
+
+@pytest.mark.parametrize("esp_gcm", [True, False])
+@pytest.mark.parametrize("proposal_set", list(ProposalSet))
+def test_proposals_are_ones_the_server_accepts(esp_gcm: bool, proposal_set: ProposalSet) -> None:
+    settings = ikev2(make_profile(esp_gcm=esp_gcm))
+    suites = proposals.suites_from_apple(
+        settings["IKESecurityAssociationParameters"],
+        settings["ChildSecurityAssociationParameters"],
+    )
+    server = render.proposals(proposal_set, esp_gcm)
+    assert accepted(suites.ike.strongswan(), server.ike, ike=True)
+    assert accepted(suites.esp.strongswan(), server.esp, ike=False)
+
+
+def test_strong_values_in_apples_vocabulary() -> None:
+    settings = ikev2(make_profile(esp_gcm=True))
+    assert settings["IKESecurityAssociationParameters"] == {
+        "EncryptionAlgorithm": "AES-256-GCM",
+        "IntegrityAlgorithm": "SHA2-384",  # the PRF, with an AEAD cipher
+        "DiffieHellmanGroup": 20,
+        "LifeTimeInMinutes": 1440,
+    }
+    assert settings["ChildSecurityAssociationParameters"] == {
+        "EncryptionAlgorithm": "AES-256-GCM",
+        "DiffieHellmanGroup": 20,
+        "LifeTimeInMinutes": 1440,
+    }
+
+
+def test_without_esp_gcm_the_child_sa_uses_aes_cbc_with_sha2() -> None:
+    child = ikev2(make_profile(esp_gcm=False))["ChildSecurityAssociationParameters"]
+    assert child["EncryptionAlgorithm"] == "AES-256"
+    assert child["IntegrityAlgorithm"] == "SHA2-256"
+
+
+def test_ike_and_child_sa_rekey_alike() -> None:
+    """Different groups or lifetimes make Apple devices reconnect every 24/48 minutes."""
+    settings = ikev2(make_profile())
+    ike = settings["IKESecurityAssociationParameters"]
+    child = settings["ChildSecurityAssociationParameters"]
+    assert ike["DiffieHellmanGroup"] == child["DiffieHellmanGroup"]
+    assert ike["LifeTimeInMinutes"] == child["LifeTimeInMinutes"]
+    assert 10 <= ike["LifeTimeInMinutes"] <= 1440
+    assert settings["EnablePFS"] == 1
+
+
+def test_connection_behaviour() -> None:
+    settings = ikev2(make_profile())
+    assert settings["DeadPeerDetectionRate"] == "Medium"
+    assert settings["DisableMOBIKE"] == 0
+    assert settings["DisableRedirect"] == 1
+    assert "OnDemandEnabled" not in settings
+
+
+def test_always_on_connects_on_demand_everywhere() -> None:
+    settings = ikev2(make_profile(always_on=True))
+    assert settings["OnDemandEnabled"] == 1
+    assert settings["OnDemandRules"] == [{"Action": "Connect"}]
+
+
+def test_regenerating_gives_the_same_identifiers() -> None:
+    """Installing a regenerated profile replaces the old one instead of adding a second VPN."""
+    first = parse(make_profile())
+    again = parse(make_profile(password=None, esp_gcm=False, always_on=True))
+    assert all_uuids(first) == all_uuids(again)
+    assert first["PayloadIdentifier"] == again["PayloadIdentifier"]
+    assert apple.mobileconfig(make_profile()) == apple.mobileconfig(make_profile())
+
+
+def test_identifiers_are_uuids_unique_per_payload_user_and_host() -> None:
+    alice = all_uuids(parse(make_profile()))
+    bob = all_uuids(parse(make_profile(user="bob")))
+    other_host = all_uuids(parse(make_profile(host="vpn2.example.com")))
+    assert len(set(alice + bob + other_host)) == 9
+    for value in alice:
+        assert str(uuid.UUID(value)).upper() == value
+
+
+@pytest.mark.parametrize(
+    ("host", "user", "expected"),
+    [
+        ("vpn.example.com", "alice", "com.example.vpn.ikev2-vpn.alice"),
+        ("203.0.113.5", "alice", "ip-203-0-113-5.ikev2-vpn.alice"),
+        ("2001:db8::5", "bob-2", "ip-2001-db8--5.ikev2-vpn.bob-2"),
+    ],
+)
+def test_payload_identifier_is_reverse_dns_of_the_host(host: str, user: str, expected: str) -> None:
+    document = parse(make_profile(host=host, user=user))
+    assert document["PayloadIdentifier"] == expected
+    vpn = payload(document, "com.apple.vpn.managed")
+    assert vpn["PayloadIdentifier"] == expected + ".vpn"
+
+
+def test_user_names_that_need_escaping_keep_distinct_identifiers() -> None:
+    names = ["a.b", "a-b", "a@b", "a+b"]
+    identifiers = {apple.identifier(make_profile(user=name)) for name in names}
+    assert len(identifiers) == len(names)
+    for identifier in identifiers:
+        assert identifier.startswith("com.example.vpn.ikev2-vpn.a-b")
+
+
+def test_connection_name_is_what_the_device_shows() -> None:
+    document = parse(make_profile(connection_name="Büro VPN"))
+    assert document["PayloadDisplayName"] == "Büro VPN"
+    assert payload(document, "com.apple.vpn.managed")["UserDefinedName"] == "Büro VPN"
