@@ -46,7 +46,7 @@ ESP_LEGACY: Final = ("aes256-sha1",)
 # --- Timers ----------------------------------------------------------------------------
 # DPD: probe a silent client after 30 s; with 3 retransmits (4 s base, 1.8 back-off) a dead
 # client is cleared about 80 s after it went silent and its pool address is returned.
-DPD_DELAY: Final = "30s"
+DPD_DELAY: Final = "30s"  # VPN_DPD_DELAY's default
 RETRANSMIT_TRIES: Final = 3
 # The server never starts a rekey: clients do, on their own schedules. A server-initiated
 # CHILD_SA rekey carries a DH group, which macOS (rekeys without PFS) and Windows (no PFS)

@@ -88,6 +88,7 @@ class Plan:
     egress_interface: str
     pool_v4_static: ipaddress.IPv4Network | None = None  # reserved for static IPs
     static: tuple[StaticAddress, ...] = ()
+    dpd_delay: int = 30  # VPN_DPD_DELAY, seconds
 
     def users(self) -> UsersPlan:
         return UsersPlan(
@@ -96,6 +97,7 @@ class Plan:
             static=self.static,
             proposals=proposals(self.proposals, self.backend.esp_gcm),
             dns=self.dns,
+            dpd_delay=self.dpd_delay,
         )
 
 
@@ -115,6 +117,7 @@ class UsersPlan:
     static: tuple[StaticAddress, ...]
     proposals: Proposals
     dns: tuple[IPAddress, ...]
+    dpd_delay: int = 30
 
 
 @dataclass(frozen=True)
@@ -311,6 +314,7 @@ def _generic(plan: Plan) -> Connection:
         proposals(plan.proposals, plan.backend.esp_gcm),
         pools=tuple(pool.name for pool in dynamic_pools(plan.pool_v4, plan.pool_v4_static)),
         explain=True,
+        dpd_delay=f"{plan.dpd_delay}s",
     )
 
 
@@ -323,6 +327,7 @@ def _identify(plan: Plan) -> Connection | None:
         proposals(plan.proposals, plan.backend.esp_gcm),
         groups=(defaults.IDENTIFY_GROUP,),
         remote_addrs=RANK_IDENTIFY,
+        dpd_delay=f"{plan.dpd_delay}s",
     )
 
 
@@ -339,6 +344,7 @@ def _static(static: StaticAddress, users: UsersPlan) -> Connection:
         eap_id=static.user,
         remote_addrs=RANK_STATIC,
         unique="replace",
+        dpd_delay=f"{users.dpd_delay}s",
     )
 
 

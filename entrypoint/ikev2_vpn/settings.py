@@ -207,6 +207,12 @@ class Settings(BaseSettings):
     key_path: Path = Path("/certs/privkey.pem")
     chain_path: Path | None = None
     log_level: int = Field(default=1)
+    dpd_delay: int = 30  # seconds of silence before a client is probed
+    client_isolation: bool = False  # clients cannot reach each other
+    allow_server_access: bool = False  # clients may reach services of the container itself
+    allow_link_local: bool = False  # clients may reach 169.254.0.0/16 and fe80::/10 (metadata)
+    ban_after: int = 5  # failed logins from one address before it is banned; 0: never
+    ban_seconds: int = 600
     profile_passwords: ProfilePasswords = ProfilePasswords.INCLUDE
     profile_always_on: bool = False
     acme_email: str | None = Field(default=None, validation_alias="ACME_EMAIL")
@@ -393,6 +399,26 @@ class Settings(BaseSettings):
                 "the ACME server's TLS certificate, in PEM"
             )
         return path
+
+    @field_validator("dpd_delay", "ban_after", "ban_seconds", mode="before")
+    @classmethod
+    def _bounded(cls, value: Any, info: Any) -> Any:
+        low, high, unit = {
+            "dpd_delay": (5, 3600, "seconds"),
+            "ban_after": (0, 1000, "failed logins (0 turns banning off)"),
+            "ban_seconds": (10, 86400, "seconds"),
+        }[info.field_name]
+        try:
+            number = (
+                int(str(value).removesuffix("s")) if info.field_name != "ban_after" else int(value)
+            )
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{value!r} is not a whole number; give {low} to {high} {unit}"
+            ) from None
+        if not low <= number <= high:
+            raise ValueError(f"{number} is out of range; give {low} to {high} {unit}")
+        return number
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -625,6 +651,12 @@ def describe(settings: Settings) -> Iterable[str]:
         f"VPN_DNS={','.join(map(str, settings.dns))} "
         f"VPN_IPSEC_BACKEND={settings.ipsec_backend} VPN_PROPOSALS={settings.proposals} "
         f"VPN_CERT={settings.cert}"
+    )
+    yield (
+        f"VPN_DPD_DELAY={settings.dpd_delay} VPN_CLIENT_ISOLATION={settings.client_isolation} "
+        f"VPN_ALLOW_SERVER_ACCESS={settings.allow_server_access} "
+        f"VPN_ALLOW_LINK_LOCAL={settings.allow_link_local} "
+        f"VPN_BAN_AFTER={settings.ban_after} VPN_BAN_SECONDS={settings.ban_seconds}"
     )
     yield (
         f"VPN_PROFILE_PASSWORDS={settings.profile_passwords} "

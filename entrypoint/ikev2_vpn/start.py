@@ -83,6 +83,7 @@ def run() -> int:
         egress_interface=egress.interface,
         pool_v4_static=settings.pool_v4_static,
         static=tuple(render.StaticAddress(name, address) for name, address in static.items()),
+        dpd_delay=settings.dpd_delay,
     )
 
     # Apply.

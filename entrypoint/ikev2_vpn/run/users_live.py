@@ -310,6 +310,7 @@ class LiveUsers:
             static=tuple(render.StaticAddress(n, ip) for n, ip in self._static(store).items()),
             proposals=render.proposals(self.settings.proposals, self.facts.esp_gcm),
             dns=self.settings.dns,
+            dpd_delay=self.settings.dpd_delay,
         )
 
     def _apply(self, store: UserStore, change: Callable[[Vici], int]) -> int:
