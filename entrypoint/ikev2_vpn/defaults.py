@@ -54,6 +54,44 @@ RETRANSMIT_TRIES: Final = 3
 # are cleared by DPD instead of by lifetimes.
 SERVER_REKEY_TIME: Final = "0"
 
+# --- IKE_SA_INIT flood protection (charon's DoS settings) ---------------------------------
+# Half-open IKE_SAs (IKE_SA_INIT answered, IKE_AUTH not finished) cost state and DH work.
+# Cookies (RFC 7296 2.6) are stateless: a flood from addresses that never see the answers
+# costs only a hash per packet once they are on. Honest clients answer a cookie with one
+# extra round trip, so cookies may come on early; hard per-address limits must not, or a
+# carrier-NAT address with many users stalls (see shared/lab-notes.md: strongSwan's per-IP
+# limit of 5 made 100 clients behind one address take minutes).
+DOS_CONFIG: Final = {
+    # Global half-open count from which every IKE_SA_INIT must carry a cookie (strongSwan's
+    # default): a flood of spoofed or cookie-ignoring packets creates at most this much state.
+    "cookie_threshold": 30,
+    # Half-open count from one address from which that address must answer cookies
+    # (strongSwan's default): a single-source flood meets cookies before the global count.
+    "cookie_threshold_ip": 3,
+    # Half-open IKE_SAs one address may hold; further IKE_SA_INITs from it are dropped. Only
+    # peers that answer cookies get this far, so this limits a real (non-spoofing) attacker,
+    # not a flood. 200 lets a burst of 100-200 users behind one carrier NAT in at once
+    # (strongSwan's 5 drops the rest, who retry after 4, 7, 13 s of back-off).
+    "block_threshold": 200,
+    # Global hard limit on half-open IKE_SAs (0, strongSwan's default, is unlimited): bounds
+    # the memory and DH work cookie-answering attackers on many addresses can cause, at five
+    # times the largest single-address burst.
+    "init_limit_half_open": 1000,
+    # Drop new IKE_SA_INITs while more than this many jobs wait for a worker (0: no limit):
+    # keeps DPD, rekeys and logins already under way from starving behind a flood's queue.
+    # A burst of 200 honest clients queues a few hundred jobs at most.
+    "init_limit_job_load": 2000,
+    # Seconds a half-open IKE_SA may live (strongSwan: 30). An honest EAP login here takes
+    # well under a second; 20 s still covers two retransmits (4 + 7.2 s) of a lost packet,
+    # and frees what an attacker holds sooner.
+    "half_open_timeout": 20,
+    # Hash table for IKE_SAs (strongSwan 6: 1 bucket, 1 lock, i.e. a list): thousands of
+    # half-open and established SAs need constant-time lookups, and segments let the
+    # worker threads look up different SAs without waiting on one lock. Powers of two.
+    "ikesa_table_size": 1024,
+    "ikesa_table_segments": 16,
+}
+
 # --- Network ---------------------------------------------------------------------------
 # Largest TCP MSS that fits through NAT-T encapsulation on a 1500-byte path (and through
 # kernel-libipsec's 1400-byte ipsec0 device).

@@ -15,7 +15,15 @@ class ConfigError(Exception):
         super().__init__(self.line())
 
     def line(self) -> str:
-        return f"{self.setting}: {self.problem}; {self.fix}"
+        return _one_line(f"{self.setting}: {self.problem}; {self.fix}")
+
+
+def _one_line(text: str) -> str:
+    """Operator input quoted in a message (a path, say) may hold newlines, U+2028 and other
+    control characters: escaped, so a message stays one line and cannot forge another."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class ConfigErrors(Exception):

@@ -89,6 +89,10 @@ class Plan:
     pool_v4_static: ipaddress.IPv4Network | None = None  # reserved for static IPs
     static: tuple[StaticAddress, ...] = ()
     dpd_delay: int = 30  # VPN_DPD_DELAY, seconds
+    # What clients may reach besides the networks behind the server (the nftables ruleset).
+    client_isolation: bool = False  # VPN_CLIENT_ISOLATION: not each other
+    allow_server_access: bool = False  # VPN_ALLOW_SERVER_ACCESS: the container's own services
+    allow_link_local: bool = False  # VPN_ALLOW_LINK_LOCAL: 169.254.0.0/16, fe80::/10
 
     def users(self) -> UsersPlan:
         return UsersPlan(
@@ -213,6 +217,7 @@ def strongswan_conf(plan: Plan) -> str:
         backend=plan.backend,
         log_level=plan.log_level,
         retransmit_tries=defaults.RETRANSMIT_TRIES,
+        dos=defaults.DOS_CONFIG,
     )
 
 
@@ -248,6 +253,31 @@ def nftables_conf(plan: Plan) -> str:
         pool_v4=plan.pool_v4,
         egress=plan.egress_interface,
         mss=defaults.TCP_MSS,
+        client_isolation=plan.client_isolation,
+        allow_server_access=plan.allow_server_access,
+        allow_link_local=plan.allow_link_local,
+        from_tunnel=_FROM_TUNNEL[plan.backend.backend],
+    )
+
+
+# How decrypted client traffic is recognised: it leaves kernel-libipsec's TUN device, or it
+# carries the kernel's IPsec secpath (the nftables form of iptables' "-m policy --pol ipsec").
+_FROM_TUNNEL = {Backend.USERSPACE: 'iifname "ipsec0"', Backend.KERNEL: "meta ipsec exists"}
+
+
+def client_access(plan: Plan) -> str:
+    """What the ruleset lets VPN clients reach, in one line for the start-up log."""
+
+    def say(allowed: bool) -> str:
+        return "yes" if allowed else "no"
+
+    return (
+        "VPN clients may reach: the networks behind the server yes (NAT); "
+        f"each other {say(not plan.client_isolation)} (VPN_CLIENT_ISOLATION); "
+        f"services of this container {say(plan.allow_server_access)} "
+        "(VPN_ALLOW_SERVER_ACCESS); "
+        f"link-local addresses and cloud metadata {say(plan.allow_link_local)} "
+        "(VPN_ALLOW_LINK_LOCAL)"
     )
 
 

@@ -148,6 +148,10 @@ def _read_text(setting: str, path: Path) -> str:
         raise ConfigError(setting, f"{path} is a directory", "point it at a file") from None
     except UnicodeDecodeError:
         raise ConfigError(setting, f"{path} is not UTF-8 text", "save it as UTF-8") from None
+    except OSError as error:  # a name too long, a file as a directory on the way, ...
+        raise ConfigError(
+            setting, f"{path} cannot be read ({error.strerror})", "correct the path"
+        ) from None
 
 
 class FileVariantSource(PydanticBaseSettingsSource):
@@ -279,6 +283,13 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"entry {number} has no colon; write name:password pairs separated "
                     "by spaces (use VPN_USERS_FILE for passwords with spaces)"
+                )
+            if check_username(name):
+                # Not echoed either: after a space, "name" may be the tail of a password.
+                raise ValueError(
+                    f"entry {number} has no valid user name before its colon; use 1-64 "
+                    "letters, digits and . _ @ + - (use VPN_USERS_FILE for passwords with "
+                    "spaces)"
                 )
             accounts.append(_account(name, password, "VPN_USERS"))
         return tuple(accounts)

@@ -18,6 +18,7 @@ from .errors import ConfigError
 from .identity import ServerIdentity, resolve_identity
 from .profiles import writer
 from .run import users_live, vici_session
+from .run.bans import BanGuard
 from .run.charon import Supervisor
 from .run.renewal import Renewer
 from .settings import (
@@ -84,11 +85,15 @@ def run() -> int:
         pool_v4_static=settings.pool_v4_static,
         static=tuple(render.StaticAddress(name, address) for name, address in static.items()),
         dpd_delay=settings.dpd_delay,
+        client_isolation=settings.client_isolation,
+        allow_server_access=settings.allow_server_access,
+        allow_link_local=settings.allow_link_local,
     )
 
     # Apply.
     network.enable_forwarding()
     network.apply_firewall(render.nftables_conf(plan))
+    log.info(render.client_access(plan))
     write_configuration(render.strongswan_conf(plan), render.swanctl_conf(plan), credentials)
     write_users_configuration(render.users_conf(plan.users()))
     _write_profiles(settings, plan)
@@ -112,6 +117,7 @@ def run() -> int:
             fallback=certificate.fallback,
             on_loaded=functools.partial(_certificate_replaced, settings),
         ).start()
+    BanGuard(settings.ban_after, settings.ban_seconds).start()  # logs failed logins too
     _announce(settings, identity, plan)
     return supervisor.supervise()
 

@@ -36,7 +36,7 @@ from .pebble import DEFAULT_ALIAS as PEBBLE_ALIAS
 from .pebble import PEBBLE_IMAGE, Pebble
 from .server import HEALTH_TIMEOUT_S, Server, ServerSpec, start_server
 from .topology import LABEL_TOPOLOGY, Topology, ensure_topology
-from .vpnclient import Target, VpnClient
+from .vpnclient import Retransmit, Target, VpnClient
 
 
 def _quiet(_line: str) -> None:
@@ -236,8 +236,11 @@ class Lab:
         ca_pem: bytes | None = None,
         server_id: str | None = None,
         log_level: int = 1,
+        retransmit: Retransmit | None = None,
     ) -> VpnClient:
-        """A client that trusts the server's CA and dials its address on a shared network."""
+        """A client that trusts the server's CA and dials its address on a shared network.
+
+        ``retransmit``: the client's charon timers (None: strongSwan's defaults)."""
         networks = server.networks()
         if network is None:
             network = choose_client_network(networks, server.egress().network, self._wans())
@@ -254,6 +257,7 @@ class Lab:
             name=name or self.name(f"client-{self._clients}"),
             run_id=self.run_id,
             log_level=log_level,
+            retransmit=retransmit,
         )
 
     def start_clients(self, server: Server, count: int) -> list[VpnClient]:

@@ -177,7 +177,15 @@ class Server:
 
     @property
     def vpn_host(self) -> str | None:
-        return self._env.get("VPN_HOST") or None
+        """VPN_HOST as the server uses it (its IKE identity): "Vpn.Example.org." is
+        vpn.example.org, "2001:DB8:0::7" is 2001:db8::7."""
+        host = self._env.get("VPN_HOST")
+        if not host:
+            return None
+        try:
+            return str(ipaddress.ip_address(host))
+        except ValueError:
+            return host.lower().rstrip(".")
 
     @property
     def pool(self) -> ipaddress.IPv4Network:

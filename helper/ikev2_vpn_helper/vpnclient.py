@@ -11,7 +11,7 @@ import ipaddress
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -98,16 +98,41 @@ def client_script(name: str) -> bytes:
 
 @dataclass(frozen=True)
 class ClientProfile:
-    """What a user types into a VPN client, plus optional proposals to replay a platform."""
+    """What a user types into a VPN client, plus optional proposals to replay a platform.
+
+    ``persistent``: an always-on connection that charon dials itself as soon as it is
+    loaded, retries forever and redials when the server stops answering for
+    ``dpd_delay_s`` seconds plus the retransmits (see :class:`Retransmit`).
+    """
 
     server_address: str
     server_id: str
     user: str
     ike_proposals: str | None = None
     esp_proposals: str | None = None
+    persistent: bool = False
+    dpd_delay_s: int = 2
 
 
-def render_strongswan_conf(log_level: int = 1, threads: int = 16) -> str:
+@dataclass(frozen=True)
+class Retransmit:
+    """charon's retransmit timers: a request is sent ``tries + 1`` times, the n-th wait
+    being ``timeout_s * base ** n``; after the last wait the peer counts as gone."""
+
+    tries: int
+    timeout_s: float
+    base: float
+
+    def give_up_after_s(self) -> float:
+        return sum(self.timeout_s * self.base**n for n in range(self.tries + 1))
+
+
+STRONGSWAN_RETRANSMIT = Retransmit(tries=5, timeout_s=4.0, base=1.8)  # charon's defaults
+
+
+def render_strongswan_conf(
+    log_level: int = 1, threads: int = 16, retransmit: Retransmit | None = None
+) -> str:
     return (
         _templates()
         .get_template("strongswan.conf.j2")
@@ -116,6 +141,7 @@ def render_strongswan_conf(log_level: int = 1, threads: int = 16) -> str:
             swanctl_plugins=SWANCTL_PLUGINS,
             log_level=log_level,
             threads=threads,
+            retransmit=retransmit,
         )
     )
 
@@ -131,6 +157,8 @@ def render_swanctl_conf(profile: ClientProfile) -> str:
             user=swanctl_value(profile.user),
             ike_proposals=profile.ike_proposals,
             esp_proposals=profile.esp_proposals,
+            persistent=profile.persistent,
+            dpd_delay=profile.dpd_delay_s,
         )
     )
 
@@ -206,6 +234,40 @@ class TrafficResult:
         )
 
 
+@dataclass(frozen=True)
+class CycleResult:
+    """A run of connect/disconnect cycles inside one client container."""
+
+    done: int
+    failed: int
+    seconds: float
+    errors: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_probe(cls, answer: dict[str, Any]) -> CycleResult:
+        return cls(
+            done=int(answer.get("done", 0)),
+            failed=int(answer.get("failed", 0)),
+            seconds=float(answer.get("seconds", 0.0)),
+            errors=[str(error) for error in answer.get("errors", [])],
+        )
+
+
+_ESTABLISHED = re.compile(r"\bstate=ESTABLISHED\b")
+_INSTALLED = re.compile(r"\bstate=INSTALLED\b")
+_LOCAL_VIPS = re.compile(r"local-vips=\[([^\]]*)\]")
+
+
+def parse_tunnel(list_sas_raw: str) -> str | None:
+    """The virtual IP of an established IKE_SA with an installed CHILD_SA in
+    ``swanctl --list-sas --raw`` output; None when there is no such tunnel."""
+    for line in list_sas_raw.splitlines():
+        vips = _LOCAL_VIPS.search(line)
+        if _ESTABLISHED.search(line) and _INSTALLED.search(line) and vips and vips.group(1):
+            return vips.group(1).split()[0]
+    return None
+
+
 # --- containers ------------------------------------------------------------------------------
 
 
@@ -255,6 +317,7 @@ class Target:
         name: str,
         run_id: str | None,
         port: int = TARGET_PORT,
+        cap_add: Sequence[str] = (),  # NET_ADMIN: for tests that add addresses to it
     ) -> Target:
         container = _create(
             engine,
@@ -263,11 +326,24 @@ class Target:
             network,
             entrypoint=["python3", "-u", TARGET_SERVICE, "--port", str(port)],
             labels=eng.labels(run_id, "target"),
+            cap_add=list(cap_add),
         )
         eng.put_files(container, [eng.FileSpec(TARGET_SERVICE, client_script("target_service.py"))])
         container.start()
         _wait_for(lambda: b"listening" in container.logs(), container, "target service")
         return cls(container, _address_on(container, network), port)
+
+    @classmethod
+    def serve_in(cls, container: Container, address: str, port: int = TARGET_PORT) -> Target:
+        """The target service started inside a running container that has other work (a
+        server, a client), answering at ``address``: for checking what else VPN clients
+        can reach. It runs until the container stops."""
+        eng.put_files(container, [eng.FileSpec(TARGET_SERVICE, client_script("target_service.py"))])
+        container.exec_run(["python3", "-u", TARGET_SERVICE, "--port", str(port)], detach=True)
+        target = cls(container, address, port)
+        report = ["python3", TARGET_SERVICE, "--port", str(port), "--report"]
+        _wait_for(lambda: eng.run_in(container, report).exit_code == 0, container, "target service")
+        return target
 
     def report(self) -> dict[str, Any]:
         """What the target saw since its last report, asked from inside its container."""
@@ -313,6 +389,7 @@ class VpnClient:
         name: str,
         run_id: str | None,
         log_level: int = 1,
+        retransmit: Retransmit | None = None,
     ) -> VpnClient:
         container = _create(
             engine,
@@ -327,7 +404,10 @@ class VpnClient:
         eng.put_files(
             container,
             [
-                eng.FileSpec("/etc/strongswan.conf", render_strongswan_conf(log_level).encode()),
+                eng.FileSpec(
+                    "/etc/strongswan.conf",
+                    render_strongswan_conf(log_level, retransmit=retransmit).encode(),
+                ),
                 eng.FileSpec(CA_FILE, ca_pem),
                 eng.FileSpec(PROBE, client_script("probe.py")),
             ],
@@ -381,6 +461,44 @@ class VpnClient:
 
     def disconnect(self) -> bool:
         return bool(self._probe(["disconnect"]).get("disconnected"))
+
+    def keep_connected(self, user: str, password: str, *, dpd_delay_s: int = 2) -> None:
+        """Load an always-on connection (``ClientProfile.persistent``): charon dials it
+        now and keeps redialling on its own. :meth:`tunnel` tells when it is up."""
+        profile = ClientProfile(
+            self.server_address, self.server_id, user, persistent=True, dpd_delay_s=dpd_delay_s
+        )
+        self._put_configuration(profile, password)
+        loaded = eng.run_in(self.container, ["swanctl", "--load-all", "--noprompt"])
+        eng.run_in(self.container, ["rm", "-f", SECRET_CONF])  # charon has it in memory
+        if loaded.exit_code != 0:
+            detail = eng.redact((loaded.stderr or loaded.stdout).strip(), self._hide)
+            raise HelperError(f"cannot load the connection in {self.name}: {detail}")
+
+    def tunnel(self) -> str | None:
+        """The virtual IP while a tunnel is up (IKE_SA established, CHILD_SA installed)."""
+        listed = eng.run_in(self.container, ["swanctl", "--list-sas", "--raw"])
+        return parse_tunnel(listed.stdout) if listed.exit_code == 0 else None
+
+    def run_cycles(
+        self, user: str, password: str, count: int, *, timeout_s: int = CONNECT_TIMEOUT_S
+    ) -> CycleResult:
+        """Connect and disconnect ``count`` times as ``user`` in one exec (a soak)."""
+        self._put_configuration(ClientProfile(self.server_address, self.server_id, user), password)
+        answer = self._probe(["cycles", "--count", str(count), "--timeout", str(timeout_s)])
+        return CycleResult.from_probe(answer)
+
+    def _put_configuration(self, profile: ClientProfile, password: str) -> None:
+        self._hide.append(password)
+        eng.put_files(
+            self.container,
+            [
+                eng.FileSpec(SWANCTL_CONF, render_swanctl_conf(profile).encode()),
+                eng.FileSpec(
+                    SECRET_CONF, render_secret_conf(profile.user, password).encode(), 0o600
+                ),
+            ],
+        )
 
     def rekey(self) -> bool:
         """Rekey the tunnel's CHILD_SA now, with the ESP proposals it connected with (as a

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from ikev2_vpn.run import charon
+from ikev2_vpn.run import charon, children
 from ikev2_vpn.run.charon import StopRequested, Supervisor
 
 FakeCharon = Callable[[str], Supervisor]
@@ -109,6 +110,28 @@ def test_other_children_are_reaped_while_waiting(supervisor: FakeCharon) -> None
     assert running.supervise() == 3
     with pytest.raises(ChildProcessError):
         os.waitpid(orphan, os.WNOHANG)
+
+
+def test_commands_of_other_threads_keep_their_exit_status(supervisor: FakeCharon) -> None:
+    """A ban runs `nft` from a background thread while the supervisor reaps children: the
+    command's failure must still be seen (reaped by the supervisor, it would look like 0)."""
+    running = supervisor("sleep 1.5; exit 3")
+    statuses: list[int] = []
+
+    def commands() -> None:
+        for _ in range(20):
+            try:
+                children.run(["sh", "-c", "exit 7"])
+            except subprocess.CalledProcessError as error:
+                statuses.append(error.returncode)
+            else:
+                statuses.append(0)
+
+    thread = threading.Thread(target=commands)
+    thread.start()
+    assert running.supervise() == 3
+    thread.join()
+    assert statuses == [7] * 20
 
 
 # --- stopping on request -----------------------------------------------------------------

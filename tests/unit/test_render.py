@@ -670,14 +670,22 @@ def test_only_the_pool_is_masqueraded_out_of_the_egress_interface(plan: render.P
     plan = replace(plan, pool_v4=ipaddress.IPv4Network("10.99.0.0/16"), egress_interface="ens5")
     nat = chain(plan, "postrouting")
     assert nat[0] == "type nat hook postrouting priority srcnat; policy accept;"
-    assert nat[1:] == ['ip saddr 10.99.0.0/16 oifname "ens5" masquerade']
+    assert nat[1:] == ['ip saddr 10.99.0.0/16 ip daddr != 10.99.0.0/16 oifname "ens5" masquerade']
     assert "eth0" not in render.nftables_conf(plan)
 
 
-def test_forwarding_is_limited_to_the_pool(plan: render.Plan) -> None:
-    assert chain(plan, "forward") == [
-        "type filter hook forward priority filter; policy drop;",
-        "ip saddr 10.10.10.0/24 accept",
+@pytest.mark.parametrize(
+    ("backend", "from_tunnel"),
+    [(Backend.USERSPACE, 'iifname "ipsec0"'), (Backend.KERNEL, "meta ipsec exists")],
+)
+def test_forwarding_is_limited_to_the_pool_out_of_a_tunnel(
+    plan: render.Plan, backend: Backend, from_tunnel: str
+) -> None:
+    """A pool source alone is not enough: a spoofed one arriving in the clear is dropped."""
+    plan = replace(plan, backend=BackendChoice(backend, "test", esp_gcm=True))
+    assert chain(plan, "forward")[0] == "type filter hook forward priority filter; policy drop;"
+    assert chain(plan, "forward")[-2:] == [
+        f"{from_tunnel} ip saddr 10.10.10.0/24 accept",
         "ip daddr 10.10.10.0/24 ct state established,related accept",
     ]
 
@@ -794,3 +802,23 @@ def test_any_input_is_refused_cleanly_or_rendered_without_injection(
     assert [(s["id"], s["secret"]) for s in conf.get("secrets", {}).values()] == [
         (a.name, "0x" + nt_hash(a.password).hex()) for a in rendered.accounts
     ]
+
+
+def test_dpd_delay_reaches_every_connection(plan: render.Plan) -> None:
+    """VPN_DPD_DELAY: the generic, identify and static connections, in VICI and in text."""
+    static = render.StaticAddress("dave", ipaddress.IPv4Address("10.10.10.200"))
+    tuned = replace(
+        plan,
+        dpd_delay=7,
+        pool_v4_static=ipaddress.IPv4Network("10.10.10.192/26"),
+        static=(static,),
+    )
+    config = render.vici_config(tuned)
+    connections = {**config.connection, **config.static_connections}
+    assert len(connections) == 3  # generic, identify, static
+    assert {conn["dpd_delay"] for conn in connections.values()} == {"7s"}
+    text = render.swanctl_conf(tuned) + render.users_conf(tuned.users())
+    assert re.findall(r"dpd_delay = (\S+)", text) and set(
+        re.findall(r"dpd_delay = (\S+)", text)
+    ) == {"7s"}
+    assert len(re.findall(r"dpd_delay = ", text)) == 3  # generic, identify, static-dave

@@ -935,3 +935,46 @@ def test_describe_names_the_profile_and_static_settings(load: Load) -> None:
     lines = "\n".join(describe(load(VPN_POOL_V4_STATIC="10.10.10.192/26")))
     assert "VPN_POOL_V4_STATIC=10.10.10.192/26" in lines
     assert "VPN_PROFILE_PASSWORDS=include" in lines
+
+
+# --- dead-peer detection, client access, login bans -------------------------------------
+
+
+def test_access_and_ban_settings_default_to_the_safe_side(load: Load) -> None:
+    settings = load()
+    assert settings.dpd_delay == 30
+    assert (settings.client_isolation, settings.allow_server_access) == (False, False)
+    assert settings.allow_link_local is False
+    assert (settings.ban_after, settings.ban_seconds) == (5, 600)
+
+
+@pytest.mark.parametrize(("value", "expected"), [("5", 5), ("45s", 45), ("3600", 3600)])
+def test_dpd_delay_takes_seconds(load: Load, value: str, expected: int) -> None:
+    assert load(VPN_DPD_DELAY=value).dpd_delay == expected
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "words"),
+    [
+        ("VPN_DPD_DELAY", "4", "out of range; give 5 to 3600 seconds"),
+        ("VPN_DPD_DELAY", "1m", "not a whole number"),
+        ("VPN_BAN_AFTER", "-1", "out of range; give 0 to 1000"),
+        ("VPN_BAN_AFTER", "5s", "not a whole number"),
+        ("VPN_BAN_SECONDS", "9", "out of range; give 10 to 86400 seconds"),
+    ],
+)
+def test_out_of_range_timers_are_refused(
+    reject: Reject, setting: str, value: str, words: str
+) -> None:
+    assert words in reject(setting, **{setting: value}).line()
+
+
+def test_ban_after_zero_turns_banning_off(load: Load) -> None:
+    assert load(VPN_BAN_AFTER="0").ban_after == 0
+
+
+def test_a_password_split_by_a_space_in_vpn_users_is_not_echoed(reject: Reject) -> None:
+    """After a space, what looks like "name:password" may be the tail of a password."""
+    error = reject("VPN_USERS", VPN_USERS="alice:Zq7 se#cret:Xy9")
+    assert "entry 2" in error.line()
+    assert "se#cret" not in error.line() and "Xy9" not in error.line()

@@ -1,7 +1,8 @@
 """charon as a supervised child of the entrypoint (PID 1 in the container).
 
 SIGTERM/SIGINT are forwarded to charon, orphans are reaped, and the container's exit status
-tells the orchestrator whether charon stopped on request (0) or died (non-zero).
+tells the orchestrator whether charon stopped on request (0) or died (non-zero). Commands that
+other threads run go through :mod:`.children`, so reaping never steals their exit status.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from .. import defaults
+from . import children
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +60,18 @@ class Supervisor:
         if self.process is None:
             raise RuntimeError("supervise() before start()")
         while True:
-            pid, status = os.waitpid(-1, 0)
-            if pid == self.process.pid:
+            # Look at the next child that exited without reaping it: it may belong to a
+            # command another thread is running (see children.py).
+            exited = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+            if exited is None:  # only with WNOHANG; keeps the type checker honest
+                continue
+            if exited.si_pid == self.process.pid:
+                _, status = os.waitpid(self.process.pid, 0)
                 self.process.returncode = os.waitstatus_to_exitcode(status)
                 return self._exit_status(self.process.returncode)
+            # A running command reaps its own process first; orphans are left to us.
+            with children.LOCK, contextlib.suppress(ChildProcessError):
+                os.waitpid(exited.si_pid, os.WNOHANG)
 
     def stop(self) -> int:
         """Stop charon (after a failed start, or on request) within STOP_TIMEOUT_S."""

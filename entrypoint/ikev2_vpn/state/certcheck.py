@@ -41,6 +41,7 @@ SUPPORTED_CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-
 MAX_CHAIN_LENGTH = 8
 
 _BEGIN = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----")
+_END = re.compile(rb"-----END ([A-Z0-9 ]+)-----")
 _BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.*?-----END \1-----", re.DOTALL)
 _CERT_LABELS = {"CERTIFICATE", "X509 CERTIFICATE"}
 _KEY_LABELS = {"PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY"}
@@ -124,6 +125,10 @@ def _read_file(setting: str, path: Path) -> bytes:
         ) from None
     except IsADirectoryError:
         raise ConfigError(setting, f"{path} is a directory", _FILE_HINT[setting]) from None
+    except OSError as error:  # a name too long, a file as a directory on the way, ...
+        raise ConfigError(
+            setting, f"{path} cannot be read ({error.strerror})", _FILE_HINT[setting]
+        ) from None
     if not data.strip():
         raise ConfigError(setting, f"{path} is empty", _FILE_HINT[setting])
     return data
@@ -157,6 +162,14 @@ def _pem_blocks(setting: str, path: Path) -> list[_Pem]:
             f"{path} is cut off: a -----BEGIN block has no matching -----END line",
             "copy the complete file again",
         )
+    if len(_END.findall(data)) > len(blocks):
+        # The first line of a block lost in copying: the blocks after it would otherwise be
+        # read as if they were the whole file (an intermediate taken for the certificate).
+        raise ConfigError(
+            setting,
+            f"{path} is damaged: an -----END line has no matching -----BEGIN line",
+            "copy the complete file again",
+        )
     return blocks
 
 
@@ -179,14 +192,25 @@ def _read_certificates(setting: str, path: Path) -> list[x509.Certificate]:
     certs = []
     for number, pem in enumerate(pems, start=1):
         try:
-            certs.append(x509.load_pem_x509_certificate(pem.text))
-        except ValueError:
+            certs.append(_parsed(x509.load_pem_x509_certificate(pem.text)))
+        except (ValueError, TypeError, KeyError, UnsupportedAlgorithm):
             raise ConfigError(
                 setting,
                 f"certificate {number} in {path} is damaged (it does not decode)",
                 "copy the file again from the CA",
             ) from None
     return certs
+
+
+def _parsed(cert: x509.Certificate) -> x509.Certificate:
+    """``cert`` with every part the checks read decoded now: the library decodes lazily, so a
+    damaged byte would otherwise surface later, as a traceback from some other check."""
+    for name in (cert.subject, cert.issuer):
+        _dn_of(name)
+    list(cert.extensions)
+    cert.public_key()
+    _ = cert.not_valid_before_utc, cert.not_valid_after_utc, cert.signature_hash_algorithm
+    return cert
 
 
 def _read_private_key(path: Path) -> PrivateKeyTypes:

@@ -94,6 +94,34 @@ def parse_pushed_dns(resolv_conf: str) -> list[str]:
     return servers
 
 
+def cycles(count: int, timeout_s: int) -> dict[str, Any]:
+    """Connect and disconnect ``count`` times in a row (the soak test: one exec per client,
+    not one per cycle). The secret was loaded with the configuration before the first."""
+    loaded = swanctl("--load-all", "--noprompt")
+    if os.path.exists(SECRET_FILE):
+        os.unlink(SECRET_FILE)
+    if loaded.returncode != 0:
+        return {"done": 0, "failed": count, "errors": log_lines(loaded.stdout + loaded.stderr)}
+    done, errors = 0, []
+    started = time.monotonic()
+    for _ in range(count):
+        initiated = swanctl("--initiate", "--child", CONNECTION, "--timeout", str(timeout_s))
+        terminated = swanctl("--terminate", "--ike", CONNECTION, "--timeout", str(timeout_s))
+        if initiated.returncode == 0 and terminated.returncode == 0:
+            done += 1
+        else:
+            output = "\n".join((initiated.stdout, initiated.stderr, terminated.stderr))
+            problems = [line for line in log_lines(output) if _PROBLEM.search(line)]
+            errors.append("; ".join(problems[-2:]))
+            swanctl("--terminate", "--ike", CONNECTION, "--force", "--timeout", "2")
+    return {
+        "done": done,
+        "failed": count - done,
+        "seconds": round(time.monotonic() - started, 3),
+        "errors": errors[:5],
+    }
+
+
 def disconnect() -> dict[str, Any]:
     done = swanctl("--terminate", "--ike", CONNECTION, "--timeout", "5")
     return {"disconnected": done.returncode == 0, "log": log_lines(done.stdout + done.stderr)}
@@ -175,6 +203,9 @@ def main() -> int:
     connecting = commands.add_parser("connect")
     connecting.add_argument("--timeout", type=int, default=20)
     commands.add_parser("disconnect")
+    cycling = commands.add_parser("cycles")
+    cycling.add_argument("--count", type=int, required=True)
+    cycling.add_argument("--timeout", type=int, default=20)
     sending = commands.add_parser("traffic")
     sending.add_argument("--target", required=True)
     sending.add_argument("--port", type=int, required=True)
@@ -185,6 +216,8 @@ def main() -> int:
         result = connect(args.timeout)
     elif args.command == "disconnect":
         result = disconnect()
+    elif args.command == "cycles":
+        result = cycles(args.count, args.timeout)
     else:
         result = traffic(args.target, args.port, args.count, args.timeout)
     json.dump(result, sys.stdout)
