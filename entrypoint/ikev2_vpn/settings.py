@@ -284,7 +284,7 @@ class Settings(BaseSettings):
                     f"entry {number} has no colon; write name:password pairs separated "
                     "by spaces (use VPN_USERS_FILE for passwords with spaces)"
                 )
-            if check_username(name):
+            if number > 1 and check_username(name):
                 # Not echoed either: after a space, "name" may be the tail of a password.
                 raise ValueError(
                     f"entry {number} has no valid user name before its colon; use 1-64 "
