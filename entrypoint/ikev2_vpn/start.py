@@ -154,7 +154,7 @@ def _acme_certificate(settings: Settings, identity: ServerIdentity) -> Certifica
         log.info(
             "ACME: reusing the certificate in %s (valid until %s); no request sent to the CA",
             request.root,
-            stored.leaf.not_valid_after_utc.strftime("%Y-%m-%d %H:%M:%S UTC"),
+            acme.when(stored.leaf.not_valid_after_utc),
         )
         return Certificate(stored.credentials, request)
     delay, reason = acme.restart_delay(request)

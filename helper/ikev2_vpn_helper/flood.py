@@ -19,16 +19,16 @@ from typing import Any
 
 import docker
 import jinja2
-from docker.errors import APIError, ImageNotFound
 from docker.models.containers import Container
 
 from . import engine as eng
 from .errors import HelperError
 from .vpnclient import (
-    DISABLED_HEALTHCHECK,
     SWANCTL_CONF,
     TOOLS_DIR,
     VpnClient,
+    _address_on,
+    _create,
     client_script,
     swanctl_value,
 )
@@ -76,7 +76,7 @@ class Attacker:
         self.container = container
         self.network = network
         self.server_address = server_address
-        self.addresses = [self._own_address()]
+        self.addresses = [_address_on(container, network)]
 
     @classmethod
     def start(
@@ -89,32 +89,18 @@ class Attacker:
         name: str,
         run_id: str | None,
     ) -> Attacker:
-        try:
-            container = engine.containers.create(
-                image,
-                name=name,
-                network=network,
-                entrypoint=IDLE,
-                cap_add=["NET_ADMIN"],
-                healthcheck=DISABLED_HEALTHCHECK,
-                tmpfs={"/data": "size=1m"},
-                labels=eng.labels(run_id, "attacker"),
-                detach=True,
-            )
-        except ImageNotFound:
-            raise HelperError(f"image {image} does not exist") from None
-        except APIError as error:
-            raise HelperError(f"cannot create container {name}: {error.explanation}") from None
+        container = _create(
+            engine,
+            image,
+            name,
+            network,
+            entrypoint=IDLE,
+            cap_add=["NET_ADMIN"],
+            labels=eng.labels(run_id, "attacker"),
+        )
         eng.put_files(container, [eng.FileSpec(FLOOD_SCRIPT, client_script("ike_flood.py"))])
         container.start()
         return cls(container, network, server_address)
-
-    def _own_address(self) -> str:
-        self.container.reload()
-        address = eng.network_addresses(self.container).get(self.network)
-        if not address:
-            raise HelperError(f"container {self.container.name} has no address on {self.network}")
-        return address
 
     def add_addresses(self, count: int) -> list[str]:
         """Give the attacker ``count`` more source addresses on its network's subnet."""

@@ -57,7 +57,7 @@ class Renewer:
         self._thread = threading.Thread(target=self._loop, name="acme-renewal", daemon=True)
 
     def start(self) -> None:
-        log.info("ACME: next renewal at %s", _when(self.due()))
+        log.info("ACME: next renewal at %s", acme.when(self.due()))
         self._thread.start()
 
     def stop(self) -> None:
@@ -84,7 +84,7 @@ class Renewer:
             # a CA that backdates a lot): that would loop on the CA.
             floor = retry_delay(1, acme.lifetime_of(self.plan.credentials.leaf))
             wait = max(floor, (self.due() - datetime.now(UTC)).total_seconds())
-            log.info("ACME: next renewal at %s", _when(self.due()))
+            log.info("ACME: next renewal at %s", acme.when(self.due()))
 
     def renew_once(self) -> None:
         """Order a certificate and load it into charon (raises on failure).
@@ -113,7 +113,7 @@ class Renewer:
             "ACME: new certificate loaded into charon (serial %x, valid until %s); "
             "%d connected client(s) kept their tunnels",
             issued.leaf.serial_number,
-            _when(issued.leaf.not_valid_after_utc),
+            acme.when(issued.leaf.not_valid_after_utc),
             connected,
         )
 
@@ -137,12 +137,8 @@ class Renewer:
         serving = (
             "a self-signed certificate"
             if self.fallback
-            else f"the current certificate (valid until {_when(leaf.not_valid_after_utc)})"
+            else f"the current certificate (valid until {acme.when(leaf.not_valid_after_utc)})"
         )
         log.error(
             "ACME: renewal failed: %s; retrying in %.0f s, still serving %s", line, wait, serving
         )
-
-
-def _when(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")

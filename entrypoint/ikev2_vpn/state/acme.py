@@ -135,7 +135,7 @@ def load_live(request: AcmeRequest, now: datetime | None = None) -> Issued | Non
     if issued.leaf.not_valid_after_utc <= now:
         log.info(
             "ACME: the stored certificate expired on %s; a new one is needed",
-            _when(issued.leaf.not_valid_after_utc),
+            when(issued.leaf.not_valid_after_utc),
         )
         return None
     return issued
@@ -180,8 +180,8 @@ def obtain(request: AcmeRequest, now: datetime | None = None) -> Issued:
         request.host,
         urlsplit(request.directory).hostname,
         (datetime.now(UTC) - started).total_seconds(),
-        _when(issued.leaf.not_valid_after_utc),
-        _when(issued.renew_at()),
+        when(issued.leaf.not_valid_after_utc),
+        when(issued.renew_at()),
     )
     return issued
 
@@ -589,5 +589,6 @@ def _short(value: object, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _when(moment: datetime) -> str:
+def when(moment: datetime) -> str:
+    """How ACME log lines show a moment."""
     return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
