@@ -1,7 +1,8 @@
 """Every cipher, lifetime, port and path in one place.
 
-The proposal sets follow shared/clients.md. Ordering matters: strongSwan, as responder,
-walks its own list first and picks the first algorithm of each kind that the client offers.
+The proposal sets follow shared/clients.md. As responder, charon takes the client's first
+proposal that one of these lists accepts (``prefer_configured_proposals = no`` in
+strongswan.conf), so the order here only says what is accepted, not what is preferred.
 """
 
 import ipaddress

@@ -411,10 +411,12 @@ def accepts(proposal: str, suite: Suite, ike: bool) -> bool:
 
 
 def negotiated(server: tuple[str, ...], offers: list[Suite], ike: bool) -> str | None:
-    """The proposal charon picks as responder: its own list first (prefer_configured)."""
-    for proposal in server:
-        if any(accepts(proposal, suite, ike) for suite in offers):
-            return proposal
+    """The proposal charon picks as responder: the client's first offer that one of the
+    server's proposals accepts (prefer_configured_proposals = no)."""
+    for suite in offers:
+        for proposal in server:
+            if accepts(proposal, suite, ike):
+                return proposal
     return None
 
 
