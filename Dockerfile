@@ -34,9 +34,12 @@ COPY pyproject.toml README.md /src/
 COPY entrypoint /src/entrypoint
 COPY config /src/config
 COPY helper /src/helper
-# The host-side helper package ships in the same distribution; the server does not need it.
+COPY bench/ikev2_vpn_bench /src/bench/ikev2_vpn_bench
+# The host-side helper and benchmark packages ship in the same distribution; the server
+# does not need them.
 RUN pip --python /opt/ikev2-vpn/bin/python3 install --no-deps --no-build-isolation /src \
  && rm -rf /opt/ikev2-vpn/lib/python3*/site-packages/ikev2_vpn_helper \
+           /opt/ikev2-vpn/lib/python3*/site-packages/ikev2_vpn_bench \
            /opt/ikev2-vpn/bin/ikev2-vpn-helper
 
 FROM ${BASE_IMAGE}

@@ -54,6 +54,9 @@ class ServerSpec:
     publish: bool = False  # UDP 500 and 4500 on the host
     restart: str | None = "unless-stopped"
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Another program instead of the image's entrypoint (a hand-configured charon for
+    # benchmarks); its health check is then off, since the image's one asks the entrypoint.
+    entrypoint: Sequence[str] | None = None
 
     def volume_name(self) -> str:
         return self.volume or f"{self.name}-data"
@@ -92,6 +95,9 @@ def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
         "labels": {**eng.labels(None, "server"), **spec.labels},
         "detach": True,
     }
+    if spec.entrypoint is not None:
+        options["entrypoint"] = list(spec.entrypoint)
+        options["healthcheck"] = {"test": ["NONE"]}
     if spec.restart:
         options["restart_policy"] = {"Name": spec.restart}
     if spec.publish:

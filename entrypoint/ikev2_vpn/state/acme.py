@@ -26,16 +26,12 @@ import shutil
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
-import requests
-from acme import challenges, client, crypto_util, messages
-from acme import errors as acme_errors
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from josepy.jwk import JWKRSA
 
 from .. import defaults
 from ..errors import ConfigError
@@ -43,6 +39,12 @@ from ..settings import KeyType, Settings
 from . import http01
 from .credentials import ServerCredentials
 from .files import atomic_write, ensure_dir
+
+if TYPE_CHECKING:
+    from acme import client, messages
+
+# The acme library and requests (about 10 MB of resident memory in the long-running
+# entrypoint) are imported only by the functions that talk to a CA.
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +189,8 @@ def obtain(request: AcmeRequest, now: datetime | None = None) -> Issued:
 
 
 def _obtain(request: AcmeRequest, now: datetime) -> Issued:
+    from acme import challenges, crypto_util, messages
+
     acme = _client(request)
     key = _new_key(request.key_type)
     key_pem = key.private_bytes(
@@ -223,6 +227,10 @@ def _obtain(request: AcmeRequest, now: datetime) -> Issued:
 
 
 def _client(request: AcmeRequest) -> client.ClientV2:
+    from acme import client, messages
+    from acme import errors as acme_errors
+    from josepy.jwk import JWKRSA
+
     key_path = request.root / "accounts" / request.directory_id / "key.pem"
     account_key = _account_key(key_path)
     # requests takes a CA bundle path where acme's signature says bool.
@@ -454,6 +462,10 @@ def _failures(request: AcmeRequest) -> dict[str, Any]:
 
 def explain(exc: BaseException, request: AcmeRequest) -> ConfigError:  # noqa: PLR0911 - one branch per kind of failure
     """One operator-facing line for whatever went wrong talking to the CA."""
+    import requests
+    from acme import errors as acme_errors
+    from acme import messages
+
     ca = urlsplit(request.directory).netloc
     if isinstance(exc, requests.exceptions.SSLError):
         return ConfigError(
