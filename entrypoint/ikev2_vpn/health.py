@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from vici.exception import CommandException, SessionException
@@ -47,8 +48,8 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s"
 
 
-def check() -> str | None:
-    """None when healthy, else the reason."""
+def check(certificate: bool = True) -> str | None:
+    """None when healthy, else the reason. ``certificate=False`` leaves the certificate out."""
     try:
         session = connect(timeout=3.0)
         session.version()
@@ -62,13 +63,26 @@ def check() -> str | None:
         return "charon runs but the VPN configuration is not loaded yet"
     if POOL_V4_NAME not in pools:
         return "charon runs but the address pool is not loaded"
-    return certificate_problem() or None
+    return (certificate_problem() if certificate else "") or None
 
 
-def main() -> int:
-    problem = check()
+def main(argv: Sequence[str] | None = None) -> int:
+    """``--alive``: only whether charon serves the configuration. For restart decisions
+    (Kubernetes' liveness probe): a restart cannot fix a certificate the CA will not renew,
+    and with ACME_FALLBACK=none it would stop a server whose certificate is still valid."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args not in ([], ["--alive"]):
+        print("usage: python3 -m ikev2_vpn.health [--alive]")
+        return 2
+    alive_only = args == ["--alive"]
+    problem = check(certificate=not alive_only)
     if problem is None:
-        print("healthy: charon answers, the VPN configuration is loaded, the certificate is valid")
+        print(
+            "alive: charon answers and the VPN configuration is loaded"
+            if alive_only
+            else "healthy: charon answers, the VPN configuration is loaded, "
+            "the certificate is valid"
+        )
         return 0
     print(f"unhealthy: {problem}")
     return 1

@@ -255,6 +255,32 @@ def test_health_with_an_expired_certificate_is_unhealthy(
     assert line.startswith("unhealthy: the server certificate expired 2.0 days ago")
 
 
+def test_liveness_leaves_the_certificate_out(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], certificate_status: Path
+) -> None:
+    """`python3 -m ikev2_vpn.health --alive` (Kubernetes' liveness probe): an expiring
+    certificate is no reason to restart, a charon without its configuration is."""
+    now = time.time()
+    write_status(certificate_status, not_before=now - 92 * DAY, not_after=now - 2 * DAY)
+    monkeypatch.setattr(health, "connect", lambda timeout: FakeSession(["ikev2-vpn"], ["pool-v4"]))
+    assert health.main(["--alive"]) == 0
+    assert one_line(capsys.readouterr().out) == (
+        "alive: charon answers and the VPN configuration is loaded"
+    )
+    assert health.main([]) == 1
+    assert one_line(capsys.readouterr().out).startswith("unhealthy: the server certificate expired")
+    monkeypatch.setattr(health, "connect", lambda timeout: FakeSession([], []))
+    assert health.main(["--alive"]) == 1
+    assert one_line(capsys.readouterr().out) == (
+        "unhealthy: charon runs but the VPN configuration is not loaded yet"
+    )
+
+
+def test_health_refuses_unknown_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert health.main(["--live"]) == 2
+    assert one_line(capsys.readouterr().out) == "usage: python3 -m ikev2_vpn.health [--alive]"
+
+
 def test_health_without_certificate_status_is_unhealthy(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
