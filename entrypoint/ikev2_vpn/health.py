@@ -16,7 +16,14 @@ from pathlib import Path
 
 from vici.exception import CommandException, SessionException
 
-from .defaults import CERT_WARN_FRACTION, CERT_WARN_MAX_S, CONNECTION_NAME, POOL_V4_NAME
+from .defaults import (
+    CERT_WARN_FRACTION,
+    CERT_WARN_MAX_S,
+    CONNECTION_NAME,
+    IKE_PORT,
+    NATT_PORT,
+    POOL_V4_NAME,
+)
 from .run.vici_session import connect
 
 # Same path as apply.files.CERTIFICATE_STATUS (not imported: that pulls in cryptography).
@@ -38,6 +45,27 @@ def certificate_problem(status_file: Path | None = None, now: float | None = Non
     if left < min((not_after - not_before) * CERT_WARN_FRACTION, CERT_WARN_MAX_S):
         return f"the server certificate expires in {_duration(left)} and has not been renewed"
     return ""
+
+
+# The kernel's UDP socket tables of this network namespace.
+UDP_TABLES = (Path("/proc/net/udp"), Path("/proc/net/udp6"))
+
+
+def unbound_ike_ports(tables: Sequence[Path] | None = None) -> list[int]:
+    """The IKE ports no socket is bound to. charon starts, loads its configuration and
+    answers VICI even when it could not bind them (it logs nothing at level 1), as happens
+    without CAP_NET_BIND_SERVICE where ports below 1024 are privileged (Kubernetes)."""
+    bound = set()
+    for table in UDP_TABLES if tables is None else tables:
+        try:
+            rows = table.read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 1 and ":" in fields[1]:
+                bound.add(int(fields[1].rsplit(":", 1)[1], 16))  # local_address: "ADDR:PORT"
+    return [port for port in (IKE_PORT, NATT_PORT) if port not in bound]
 
 
 def _duration(seconds: float) -> str:
@@ -63,6 +91,12 @@ def check(certificate: bool = True) -> str | None:
         return "charon runs but the VPN configuration is not loaded yet"
     if POOL_V4_NAME not in pools:
         return "charon runs but the address pool is not loaded"
+    if unbound := unbound_ike_ports():
+        ports = " and ".join(str(port) for port in unbound)
+        return (
+            f"charon does not listen on UDP {ports}; ports below 1024 need CAP_NET_BIND_SERVICE "
+            "where they are privileged (add it to the container's capabilities)"
+        )
     return (certificate_problem() if certificate else "") or None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -121,11 +122,12 @@ def test_memory_stays_within_the_request(pod: Server, stand_in: k8s.PodStandIn) 
     assert working_set < stand_in.memory["limits"] / 2  # at least as much again to spare
 
 
-def test_without_net_bind_service_the_ike_ports_stay_closed(
+def test_without_net_bind_service_the_pod_never_gets_ready(
     lab: Lab, stand_in: k8s.PodStandIn
 ) -> None:
     """Why the manifest adds NET_BIND_SERVICE: under Kubernetes' port rules charon cannot
-    bind ports 500 and 4500 without it (under Docker's it can, which hides the need)."""
+    bind ports 500 and 4500 without it (under Docker's it can, which hides the need). charon
+    still loads its configuration; the health check, and so every probe, says what is wrong."""
     privileges = dataclasses.replace(
         stand_in.privileges,
         cap_add=tuple(c for c in stand_in.privileges.cap_add if c != "NET_BIND_SERVICE"),
@@ -137,8 +139,18 @@ def test_without_net_bind_service_the_ike_ports_stay_closed(
         files=dict(stand_in.files),
         privileges=privileges,
         restart=None,
+        wait=False,
     )
     try:
+        deadline = time.monotonic() + 60
+        answer = ""
+        while "charon does not listen" not in answer and time.monotonic() < deadline:
+            time.sleep(1)
+            probe = server.container.exec_run(list(stand_in.probes["startupProbe"]))
+            assert probe.exit_code != 0, probe.output
+            answer = probe.output.decode()
+        assert "unhealthy: charon does not listen on UDP 500 and 4500" in answer
+        assert server.container.exec_run(list(stand_in.probes["livenessProbe"])).exit_code == 1
         assert not {500, 4500} & listening_udp_ports(server)
     finally:
         server.remove()

@@ -153,6 +153,25 @@ def vici_socket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 DAY = 86400.0
+UDP_HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+
+
+def udp_table(path: Path, *ports: int) -> Path:
+    """A /proc/net/udp6 with unconnected sockets on ``ports``."""
+    rows = [
+        f"  {n}: {'0' * 32}:{port:04X} {'0' * 32}:0000 07 0:0 0 0 0\n"
+        for n, port in enumerate(ports)
+    ]
+    path.write_text(UDP_HEADER + "".join(rows))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def udp_tables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """charon's IKE sockets, as the health check finds them in a running server."""
+    table = udp_table(tmp_path / "udp6", 500, 4500)
+    monkeypatch.setattr(health, "UDP_TABLES", (table,))
+    return table
 
 
 @pytest.fixture
@@ -242,6 +261,28 @@ def test_health_reports_what_charon_has_loaded(
     monkeypatch.setattr(health, "connect", lambda timeout: session)
     assert main(["health"]) == status
     assert one_line(capsys.readouterr().out) == message
+
+
+@pytest.mark.usefixtures("certificate_status")
+@pytest.mark.parametrize(("ports", "missing"), [((4500,), "500"), ((), "500 and 4500")])
+def test_health_without_ike_sockets_is_unhealthy(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    udp_tables: Path,
+    ports: tuple[int, ...],
+    missing: str,
+) -> None:
+    """charon loaded everything but could not bind (no CAP_NET_BIND_SERVICE in Kubernetes):
+    clients would get no answer, so the server is neither healthy nor alive."""
+    udp_table(udp_tables, *ports)
+    monkeypatch.setattr(health, "connect", lambda timeout: FakeSession(["ikev2-vpn"], ["pool-v4"]))
+    for argv in ([], ["--alive"]):
+        assert health.main(argv) == 1
+        assert one_line(capsys.readouterr().out) == (
+            f"unhealthy: charon does not listen on UDP {missing}; ports below 1024 need "
+            "CAP_NET_BIND_SERVICE where they are privileged (add it to the container's "
+            "capabilities)"
+        )
 
 
 def test_health_with_an_expired_certificate_is_unhealthy(
