@@ -71,7 +71,7 @@ def _server_main(argv: list[str]) -> int:
     if args.command == "health":
         from .health import main as health
 
-        return health()
+        return health([])
 
     _configure_logging()
     from .run.charon import StopRequested

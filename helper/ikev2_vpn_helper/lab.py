@@ -34,7 +34,7 @@ from .errors import HelperError
 from .image import DEFAULT_IMAGE
 from .pebble import DEFAULT_ALIAS as PEBBLE_ALIAS
 from .pebble import PEBBLE_IMAGE, Pebble
-from .server import HEALTH_TIMEOUT_S, Server, ServerSpec, start_server
+from .server import HEALTH_TIMEOUT_S, Privileges, Server, ServerSpec, start_server
 from .topology import LABEL_TOPOLOGY, Topology, ensure_topology
 from .vpnclient import Retransmit, Target, VpnClient
 
@@ -114,6 +114,7 @@ class Lab:
         aliases: Mapping[str, Sequence[str]] | None = None,
         image: str | None = None,
         restart: str | None = "unless-stopped",
+        privileges: Privileges | None = None,
         wait: bool = True,
         timeout_s: float = HEALTH_TIMEOUT_S,
     ) -> Server:
@@ -123,7 +124,8 @@ class Lab:
         sets VPN_HOST_DETECT=off. ``aliases``: DNS names of the server per network name.
         With ``wait`` it returns once healthy and after checking that the default route
         leaves through the egress network; without, right after start (for settings that
-        must make it exit: see :meth:`Server.wait_exit`).
+        must make it exit: see :meth:`Server.wait_exit`). ``privileges``: capabilities,
+        sysctls and devices other than the server's defaults.
         """
         settings = dict(env or {})
         if "VPN_HOST" not in settings:
@@ -140,6 +142,7 @@ class Lab:
             aliases=dict(aliases or {}),
             restart=restart,
             labels=eng.labels(self.run_id, "server"),
+            privileges=privileges or Privileges(),
         )
         for network in spec.networks:
             self._ensure_aliases_free(network, spec.aliases.get(network, ()))

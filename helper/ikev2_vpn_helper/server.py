@@ -31,6 +31,18 @@ DEVICES = ("/dev/net/tun:/dev/net/tun:rwm",)
 
 
 @dataclass(frozen=True)
+class Privileges:
+    """What the kernel lets the server do. The defaults are what it needs under Docker; a
+    Kubernetes pod spec translates to its own (see :mod:`ikev2_vpn_helper.kubernetes`)."""
+
+    cap_add: Sequence[str] = CAPABILITIES
+    cap_drop: Sequence[str] = ()
+    sysctls: Mapping[str, str] = field(default_factory=lambda: dict(SYSCTLS))
+    devices: Sequence[str] = DEVICES
+    security_opt: Sequence[str] = ()
+
+
+@dataclass(frozen=True)
 class ServerSpec:
     """How to start a server container.
 
@@ -57,6 +69,7 @@ class ServerSpec:
     # Another program instead of the image's entrypoint (a hand-configured charon for
     # benchmarks); its health check is then off, since the image's one asks the entrypoint.
     entrypoint: Sequence[str] | None = None
+    privileges: Privileges = field(default_factory=Privileges)
 
     def volume_name(self) -> str:
         return self.volume or f"{self.name}-data"
@@ -88,9 +101,11 @@ def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
     options: dict[str, Any] = {
         "name": spec.name,
         "environment": spec.environment(),
-        "cap_add": list(CAPABILITIES),
-        "devices": list(DEVICES),
-        "sysctls": dict(SYSCTLS),  # what the entrypoint would otherwise ask for
+        "cap_add": list(spec.privileges.cap_add),
+        "cap_drop": list(spec.privileges.cap_drop),
+        "devices": list(spec.privileges.devices),
+        "sysctls": dict(spec.privileges.sysctls),  # what the entrypoint would otherwise ask for
+        "security_opt": list(spec.privileges.security_opt),
         "volumes": {spec.volume_name(): {"bind": "/data", "mode": "rw"}},
         "labels": {**eng.labels(None, "server"), **spec.labels},
         "detach": True,

@@ -153,6 +153,25 @@ def vici_socket(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
 
 
 DAY = 86400.0
+UDP_HEADER = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid\n"
+
+
+def udp_table(path: Path, *ports: int) -> Path:
+    """A /proc/net/udp6 with unconnected sockets on ``ports``."""
+    rows = [
+        f"  {n}: {'0' * 32}:{port:04X} {'0' * 32}:0000 07 0:0 0 0 0\n"
+        for n, port in enumerate(ports)
+    ]
+    path.write_text(UDP_HEADER + "".join(rows))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def udp_tables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """charon's IKE sockets, as the health check finds them in a running server."""
+    table = udp_table(tmp_path / "udp6", 500, 4500)
+    monkeypatch.setattr(health, "UDP_TABLES", (table,))
+    return table
 
 
 @pytest.fixture
@@ -244,6 +263,28 @@ def test_health_reports_what_charon_has_loaded(
     assert one_line(capsys.readouterr().out) == message
 
 
+@pytest.mark.usefixtures("certificate_status")
+@pytest.mark.parametrize(("ports", "missing"), [((4500,), "500"), ((), "500 and 4500")])
+def test_health_without_ike_sockets_is_unhealthy(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    udp_tables: Path,
+    ports: tuple[int, ...],
+    missing: str,
+) -> None:
+    """charon loaded everything but could not bind (no CAP_NET_BIND_SERVICE in Kubernetes):
+    clients would get no answer, so the server is neither healthy nor alive."""
+    udp_table(udp_tables, *ports)
+    monkeypatch.setattr(health, "connect", lambda timeout: FakeSession(["ikev2-vpn"], ["pool-v4"]))
+    for argv in ([], ["--alive"]):
+        assert health.main(argv) == 1
+        assert one_line(capsys.readouterr().out) == (
+            f"unhealthy: charon does not listen on UDP {missing}; ports below 1024 need "
+            "CAP_NET_BIND_SERVICE where they are privileged (add it to the container's "
+            "capabilities)"
+        )
+
+
 def test_health_with_an_expired_certificate_is_unhealthy(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], certificate_status: Path
 ) -> None:
@@ -253,6 +294,32 @@ def test_health_with_an_expired_certificate_is_unhealthy(
     assert main(["health"]) == 1
     line = one_line(capsys.readouterr().out)
     assert line.startswith("unhealthy: the server certificate expired 2.0 days ago")
+
+
+def test_liveness_leaves_the_certificate_out(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], certificate_status: Path
+) -> None:
+    """`python3 -m ikev2_vpn.health --alive` (Kubernetes' liveness probe): an expiring
+    certificate is no reason to restart, a charon without its configuration is."""
+    now = time.time()
+    write_status(certificate_status, not_before=now - 92 * DAY, not_after=now - 2 * DAY)
+    monkeypatch.setattr(health, "connect", lambda timeout: FakeSession(["ikev2-vpn"], ["pool-v4"]))
+    assert health.main(["--alive"]) == 0
+    assert one_line(capsys.readouterr().out) == (
+        "alive: charon answers and the VPN configuration is loaded"
+    )
+    assert health.main([]) == 1
+    assert one_line(capsys.readouterr().out).startswith("unhealthy: the server certificate expired")
+    monkeypatch.setattr(health, "connect", lambda timeout: FakeSession([], []))
+    assert health.main(["--alive"]) == 1
+    assert one_line(capsys.readouterr().out) == (
+        "unhealthy: charon runs but the VPN configuration is not loaded yet"
+    )
+
+
+def test_health_refuses_unknown_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert health.main(["--live"]) == 2
+    assert one_line(capsys.readouterr().out) == "usage: python3 -m ikev2_vpn.health [--alive]"
 
 
 def test_health_without_certificate_status_is_unhealthy(

@@ -108,3 +108,16 @@ def test_status_written_for_a_real_certificate_reads_back(tmp_path: Path) -> Non
     assert health.certificate_problem(status, now=moment) == ""
     expired = chain.leaf.cert.not_valid_after_utc.timestamp() + DAY
     assert "expired 1.0 days ago" in health.certificate_problem(status, now=expired)
+
+
+def test_ike_ports_are_found_in_the_kernels_udp_tables(tmp_path: Path) -> None:
+    """Rows as /proc/net/udp and udp6 show them: local address and port in hex."""
+    header = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt\n"
+    v4 = tmp_path / "udp"
+    v4.write_text(header + "  731: 00000000:01F4 00000000:0000 07 00000000:00000000 00:0 0\n")
+    v6 = tmp_path / "udp6"
+    v6.write_text(header + f"  12: {'0' * 32}:1194 {'0' * 32}:0000 07 00000000:00000000 0 0\n")
+    assert health.unbound_ike_ports([v4, v6]) == []
+    assert health.unbound_ike_ports([v4]) == [4500]
+    assert health.unbound_ike_ports([v6, tmp_path / "missing"]) == [500]
+    assert health.unbound_ike_ports([]) == [500, 4500]

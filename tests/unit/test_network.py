@@ -208,6 +208,7 @@ def test_read_only_proc_sys_without_forwarding_names_the_sysctl_flag(
     message = str(caught.value)
     assert "--sysctl net.ipv4.ip_forward=1" in message
     assert "sysctls: [net.ipv4.ip_forward=1]" in message
+    assert "securityContext.sysctls in Kubernetes" in message
     assert "\n" not in message
 
 

@@ -85,7 +85,8 @@ def enable_forwarding() -> None:
             if name == "net.ipv4.ip_forward":
                 raise SystemSetupError(
                     f"{name} is off and /proc/sys is read-only; add --sysctl {name}={wanted} "
-                    f"(sysctls: [{name}={wanted}] in compose)"
+                    f"(sysctls: [{name}={wanted}] in compose, securityContext.sysctls in "
+                    "Kubernetes)"
                 ) from None
             log.warning(
                 "%s is not %s and /proc/sys is read-only; add --sysctl %s=%s",
