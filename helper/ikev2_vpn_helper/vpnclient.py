@@ -506,8 +506,11 @@ class VpnClient:
         result = eng.run_in(self.container, ["swanctl", "--rekey", "--child", CONNECTION])
         return result.exit_code == 0 and "completed successfully" in result.stdout
 
-    def send_traffic(self, target: Target, count: int = 3, timeout_s: float = 3.0) -> TrafficResult:
-        """Ping the target and ask it over TCP which source addresses it saw."""
+    def send_traffic(
+        self, target: Target, count: int = 3, timeout_s: float = 3.0, size: int = 15
+    ) -> TrafficResult:
+        """Ping the target ``count`` times with ``size`` bytes of payload each, then ask it
+        over TCP which source addresses it saw."""
         answer = self._probe(
             [
                 "traffic",
@@ -519,6 +522,8 @@ class VpnClient:
                 str(count),
                 "--timeout",
                 str(timeout_s),
+                "--size",
+                str(size),
             ]
         )
         return TrafficResult.from_probe(answer)
