@@ -500,10 +500,12 @@ class VpnClient:
             ],
         )
 
-    def rekey(self) -> bool:
-        """Rekey the tunnel's CHILD_SA now, with the ESP proposals it connected with (as a
-        device does when the SA's lifetime runs out); True when the server agreed."""
-        result = eng.run_in(self.container, ["swanctl", "--rekey", "--child", CONNECTION])
+    def rekey(self, *, ike: bool = False) -> bool:
+        """Rekey the tunnel's CHILD_SA (with ``ike``: its IKE_SA) now, with the proposals it
+        connected with (as a device does when the SA's lifetime runs out); True when the
+        server agreed."""
+        kind = "--ike" if ike else "--child"
+        result = eng.run_in(self.container, ["swanctl", "--rekey", kind, CONNECTION])
         return result.exit_code == 0 and "completed successfully" in result.stdout
 
     def send_traffic(

@@ -132,6 +132,24 @@ def test_known_traffic_shows_in_the_counters(lab: Lab, setup: Setup) -> None:
     print(f"alice: {KNOWN_BYTES} bytes pinged each way; counters: {after}")
 
 
+def test_rekeys_neither_lose_nor_double_traffic(lab: Lab, setup: Setup) -> None:
+    """A CHILD_SA rekey starts new counters, an IKE_SA rekey moves the CHILD_SA to a new
+    IKE_SA: the user's counters go on from where they were, and alice stays one client."""
+    target = lab.target(setup.server)
+    before = scrape(setup)
+    for ike in (False, True):
+        assert setup.alice.rekey(ike=ike), setup.alice.logs(20)
+        traffic = setup.alice.send_traffic(target, count=PINGS, timeout_s=2.0, size=PAYLOAD)
+        assert traffic.icmp_received == PINGS, traffic
+        samples = scrape(setup)
+        assert samples[("ikev2_vpn_connected_clients", ())] == 1
+        assert alice_says(samples, "ike_sas") == 1
+    for direction in ("received", "sent"):
+        name = f"{direction}_bytes_total"
+        grown = alice_says(samples, name) - alice_says(before, name)
+        assert 2 * KNOWN_BYTES <= grown <= 2 * (KNOWN_BYTES + SLACK_BYTES), (direction, grown)
+
+
 def test_a_wrong_password_raises_the_failed_login_counter(lab: Lab, setup: Setup) -> None:
     before = scrape(setup)[("ikev2_vpn_failed_logins_total", ())]
     intruder = lab.start_client(setup.server)

@@ -221,8 +221,45 @@ def test_a_new_sa_under_an_old_key_does_not_make_counters_go_back(
     assert samples[("ikev2_vpn_user_received_bytes_total", user("alice"))] == 441
 
 
+def test_an_ike_rekey_neither_drops_the_client_nor_counts_traffic_twice(
+    charon: Charon, collector: metrics.VpnCollector
+) -> None:
+    scrape(collector)
+    answer = copy.deepcopy(charon.answer)
+    old = answer[1]["ikev2-vpn"]
+    new = copy.deepcopy(old)
+    old["state"], new["state"], new["child-sas"] = "REKEYING", "CONNECTING", {}
+    new.update({"uniqueid": "7", "initiator-spi": "1111111111111111"})
+    charon.answer = [answer[0], {"ikev2-vpn": old}, {"ikev2-vpn": new}]
+    assert scrape(collector)[("ikev2_vpn_user_ike_sas", user("alice"))] == 1
+    # Done: the CHILD_SAs, counting on, belong to the new IKE_SA; the old one goes.
+    new["state"], new["child-sas"] = "ESTABLISHED", old["child-sas"]
+    alice_child(answer, "3").update({"bytes-in": "50", "packets-in": "1"})
+    old["state"], old["child-sas"] = "REKEYED", {}
+    charon.answer = [answer[0], {"ikev2-vpn": old}, {"ikev2-vpn": new}]
+    samples = scrape(collector)
+    assert samples[("ikev2_vpn_user_ike_sas", user("alice"))] == 1
+    assert samples[("ikev2_vpn_connected_clients", ())] == 2
+    assert samples[("ikev2_vpn_user_received_bytes_total", user("alice"))] == 431 + 50
+
+
+def test_a_client_being_deleted_is_gone_but_its_last_traffic_counts(
+    charon: Charon, collector: metrics.VpnCollector
+) -> None:
+    scrape(collector)
+    answer = copy.deepcopy(charon.answer)
+    answer[1]["ikev2-vpn"]["state"] = "DELETING"
+    alice_child(answer, "3").update({"bytes-out": "70", "packets-out": "1"})
+    charon.answer = answer
+    samples = scrape(collector)
+    assert samples[("ikev2_vpn_connected_clients", ())] == 1
+    assert samples[("ikev2_vpn_user_ike_sas", user("alice"))] == 0
+    assert samples[("ikev2_vpn_user_sent_bytes_total", user("alice"))] == 490 + 70
+
+
 def test_counters_never_decrease_over_random_sa_churn(charon: Charon) -> None:
-    """Connects, rekeys and disconnects in any order: every counter only grows."""
+    """IKE rekeys, counters restarting, clients vanishing and coming back: every counter
+    only grows."""
     base = captured()
     collector = metrics.VpnCollector(
         "kernel", connect=charon.connect, certificate_dates=lambda: None

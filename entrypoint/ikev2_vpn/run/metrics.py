@@ -58,8 +58,12 @@ class Traffic:
         return any(getattr(self, f.name) < getattr(other, f.name) for f in fields(self))
 
 
-# A CHILD_SA: IKE_SA unique id and SPIs (a charon restart reuses the ids), CHILD_SA id.
-ChildKey = tuple[str, str, str, str]
+# A CHILD_SA: its unique id and SPIs. Not its IKE_SA's: a rekeyed IKE_SA hands its
+# CHILD_SAs, counters and all, to its successor.
+ChildKey = tuple[str, str, str]
+# An IKE_SA being rekeyed stays up until its successor is established, then turns REKEYED:
+# a device counts once, through the rekey.
+_UP = frozenset({"ESTABLISHED", "REKEYING"})
 
 
 @dataclass(frozen=True)
@@ -77,24 +81,24 @@ class Snapshot:
 def read_snapshot(answer: Iterable[Mapping[str, Any]]) -> Snapshot:
     """Pick the metrics out of ``list_sas`` answers (one ``{name: IKE_SA}`` per SA).
 
-    Only established IKE_SAs count as clients; logins in progress (the ``identify``
-    connection, a wrong password under way) have no CHILD_SA and no user yet.
+    Only established IKE_SAs count as clients: logins in progress (the ``identify``
+    connection, a wrong password under way) have no CHILD_SA and no user yet. CHILD_SAs
+    count whatever their IKE_SA's state: one being deleted still holds its last counts.
     """
     sas_per_user: dict[str, int] = {}
     children: dict[ChildKey, tuple[str, Traffic]] = {}
     for entry in answer:
         for ike in entry.values():
-            if _text(ike.get("state")) != "ESTABLISHED":
-                continue
             user = _text(ike.get("remote-eap-id")) or _text(ike.get("remote-id"))
-            sas_per_user[user] = sas_per_user.get(user, 0) + 1
-            ike_key = (
-                _text(ike.get("uniqueid")),
-                _text(ike.get("initiator-spi")),
-                _text(ike.get("responder-spi")),
-            )
+            if _text(ike.get("state")) in _UP:
+                sas_per_user[user] = sas_per_user.get(user, 0) + 1
             for child in (ike.get("child-sas") or {}).values():
-                children[(*ike_key, _text(child.get("uniqueid")))] = (user, _traffic(child))
+                key = (
+                    _text(child.get("uniqueid")),
+                    _text(child.get("spi-in")),
+                    _text(child.get("spi-out")),
+                )
+                children[key] = (user, _traffic(child))
     return Snapshot(sas_per_user, children)
 
 
@@ -105,16 +109,13 @@ def _traffic(child: Mapping[str, Any]) -> Traffic:
     return Traffic(*(_number(child.get(name)) for name in _COUNTERS))
 
 
-@dataclass
 class TrafficBook:
     """Per-user traffic that never goes backwards: the ended CHILD_SAs' last counts plus the
     live ones'."""
 
-    _ended: dict[str, Traffic]
-    _live: dict[ChildKey, tuple[str, Traffic]]
-
     def __init__(self) -> None:
-        self._ended, self._live = {}, {}
+        self._ended: dict[str, Traffic] = {}
+        self._live: dict[ChildKey, tuple[str, Traffic]] = {}
 
     def update(self, children: Mapping[ChildKey, tuple[str, Traffic]]) -> None:
         for key, (user, last) in self._live.items():
