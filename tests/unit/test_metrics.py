@@ -323,6 +323,30 @@ def test_a_charon_that_does_not_answer_costs_a_scrape_the_timeout_only(
     listener.close()
 
 
+def test_a_scrape_stuck_in_charon_does_not_hold_up_the_next_ones_for_long(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+    charon = Charon(captured())
+
+    def stuck() -> FakeSession:
+        release.wait(10)
+        return charon.connect()
+
+    monkeypatch.setattr(metrics, "QUEUE_WAIT_S", 0.3)
+    collector = metrics.VpnCollector("userspace", connect=stuck, certificate_dates=lambda: None)
+    first = threading.Thread(target=scrape, args=(collector,))
+    first.start()
+    time.sleep(0.1)
+    started = time.monotonic()
+    samples = scrape(collector)
+    assert time.monotonic() - started < 2.0
+    assert samples[("ikev2_vpn_charon_up", ())] == 0
+    release.set()
+    first.join()
+    assert scrape(collector)[("ikev2_vpn_charon_up", ())] == 1  # and then it answers again
+
+
 def test_failed_logins_reported_by_the_login_watch_are_counted(
     collector: metrics.VpnCollector,
 ) -> None:

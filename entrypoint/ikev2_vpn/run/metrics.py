@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 
 PATH = "/metrics"
 VICI_TIMEOUT_S = 2.0  # a scrape gives up on a charon that does not answer
+# vici times out waiting for an answer, not within one: a charon stuck halfway through an
+# answer holds a scrape. The next ones wait this long for it, then report charon down.
+QUEUE_WAIT_S = 5.0
 PREFIX = "ikev2_vpn_"
 
 
@@ -149,20 +152,25 @@ class VpnCollector(Collector):
         self._book = TrafficBook()
         self._failed_logins = 0
         self._scrape = threading.Lock()  # one scrape at a time: the book sees SAs in order
-        self._count = threading.Lock()
+        self._lock = threading.Lock()  # the book and the failed logins
 
     def login_failed(self, *_args: object) -> None:
         """A failed login (called from the login watch's thread)."""
-        with self._count:
+        with self._lock:
             self._failed_logins += 1
 
     def collect(self) -> Iterator[Metric]:
-        with self._scrape:
-            snapshot = self._read()
-            if snapshot is not None:
-                self._book.update(snapshot.children)
+        snapshot = None
+        if self._scrape.acquire(timeout=QUEUE_WAIT_S):
+            try:
+                snapshot = self._read()
+                if snapshot is not None:
+                    with self._lock:
+                        self._book.update(snapshot.children)
+            finally:
+                self._scrape.release()
+        with self._lock:
             per_user = self._book.per_user()
-        with self._count:
             failed_logins = self._failed_logins
         up = snapshot is not None
         yield _gauge("charon_up", "1 when charon answered over VICI at this scrape.", int(up))
