@@ -30,14 +30,23 @@ from .run.vici_session import connect
 CERTIFICATE_STATUS = Path("/run/ikev2-vpn/certificate.json")
 
 
-def certificate_problem(status_file: Path | None = None, now: float | None = None) -> str:
-    """Why the served certificate is a problem (expired, or close to it), or ''."""
+def served_certificate_dates(status_file: Path | None = None) -> tuple[float, float] | None:
+    """(not_before, not_after) of the certificate charon serves, as Unix times; None while
+    nothing is written yet (or the file is damaged)."""
     status_file = CERTIFICATE_STATUS if status_file is None else status_file
     try:
         status = json.loads(status_file.read_text())
-        not_before, not_after = float(status["not_before"]), float(status["not_after"])
+        return float(status["not_before"]), float(status["not_after"])
     except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def certificate_problem(status_file: Path | None = None, now: float | None = None) -> str:
+    """Why the served certificate is a problem (expired, or close to it), or ''."""
+    dates = served_certificate_dates(status_file)
+    if dates is None:
         return "the server certificate's status is unknown (not loaded yet)"
+    not_before, not_after = dates
     now = time.time() if now is None else now
     left = not_after - now
     if left <= 0:

@@ -217,6 +217,7 @@ class Settings(BaseSettings):
     allow_link_local: bool = False  # clients may reach 169.254.0.0/16 and fe80::/10 (metadata)
     ban_after: int = 5  # failed logins from one address before it is banned; 0: never
     ban_seconds: int = 600
+    metrics_port: int | None = None  # TCP port of the Prometheus endpoint; None: off
     profile_passwords: ProfilePasswords = ProfilePasswords.INCLUDE
     profile_always_on: bool = False
     acme_email: str | None = Field(default=None, validation_alias="ACME_EMAIL")
@@ -430,6 +431,27 @@ class Settings(BaseSettings):
         if not low <= number <= high:
             raise ValueError(f"{number} is out of range; give {low} to {high} {unit}")
         return number
+
+    @field_validator("metrics_port", mode="before")
+    @classmethod
+    def _metrics_port(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            port = int(value)
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"{value!r} is not a port number; give a TCP port such as 9814, or leave it "
+                "unset to turn metrics off"
+            ) from None
+        if not 1 <= port <= 65535:
+            raise ValueError(f"{port} is out of range; give a TCP port from 1 to 65535")
+        if port == defaults.ACME_HTTP_PORT:
+            raise ValueError(
+                f"{port} is the container's HTTP port (ACME challenges, profile sharing); "
+                "give another TCP port such as 9814"
+            )
+        return port
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -669,6 +691,7 @@ def describe(settings: Settings) -> Iterable[str]:
         f"VPN_ALLOW_LINK_LOCAL={settings.allow_link_local} "
         f"VPN_BAN_AFTER={settings.ban_after} VPN_BAN_SECONDS={settings.ban_seconds}"
     )
+    yield f"VPN_METRICS_PORT={settings.metrics_port or '(off)'}"
     yield (
         f"VPN_PROFILE_PASSWORDS={settings.profile_passwords} "
         f"VPN_PROFILE_ALWAYS_ON={settings.profile_always_on}"

@@ -17,7 +17,7 @@ from .apply.files import write_configuration, write_users_configuration
 from .errors import ConfigError
 from .identity import ServerIdentity, resolve_identity
 from .profiles import writer
-from .run import users_live, vici_session
+from .run import metrics, users_live, vici_session
 from .run.bans import BanGuard
 from .run.charon import Supervisor
 from .run.renewal import Renewer
@@ -99,6 +99,7 @@ def run() -> int:
     _write_profiles(settings, plan)
 
     # Run.
+    collector = _start_metrics(settings, choice)
     supervisor.start()
     try:
         session = vici_session.wait_for_charon(supervisor.alive)
@@ -117,9 +118,39 @@ def run() -> int:
             fallback=certificate.fallback,
             on_loaded=functools.partial(_certificate_replaced, settings),
         ).start()
-    BanGuard(settings.ban_after, settings.ban_seconds).start()  # logs failed logins too
+    BanGuard(  # logs failed logins too
+        settings.ban_after,
+        settings.ban_seconds,
+        on_failure=collector.login_failed if collector else lambda _failure: None,
+    ).start()
     _announce(settings, identity, plan)
     return supervisor.supervise()
+
+
+def _start_metrics(
+    settings: Settings, choice: backend.BackendChoice
+) -> metrics.VpnCollector | None:
+    """The Prometheus endpoint, when VPN_METRICS_PORT is set. A port that cannot be opened
+    costs the metrics, not the VPN: one error line, and the server starts anyway."""
+    if settings.metrics_port is None:
+        return None
+    collector = metrics.VpnCollector(choice.backend.value)
+    try:
+        metrics.serve(settings.metrics_port, collector)
+    except OSError as exc:
+        log.error(
+            "VPN_METRICS_PORT: cannot listen on TCP port %d (%s); the VPN runs without "
+            "metrics, choose a free port",
+            settings.metrics_port,
+            exc.strerror or exc,
+        )
+        return None
+    log.info(
+        "metrics: Prometheus endpoint on TCP port %d, path %s (VPN_METRICS_PORT)",
+        settings.metrics_port,
+        metrics.PATH,
+    )
+    return collector
 
 
 @dataclass(frozen=True)

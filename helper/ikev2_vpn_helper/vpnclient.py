@@ -500,14 +500,19 @@ class VpnClient:
             ],
         )
 
-    def rekey(self) -> bool:
-        """Rekey the tunnel's CHILD_SA now, with the ESP proposals it connected with (as a
-        device does when the SA's lifetime runs out); True when the server agreed."""
-        result = eng.run_in(self.container, ["swanctl", "--rekey", "--child", CONNECTION])
+    def rekey(self, *, ike: bool = False) -> bool:
+        """Rekey the tunnel's CHILD_SA (with ``ike``: its IKE_SA) now, with the proposals it
+        connected with (as a device does when the SA's lifetime runs out); True when the
+        server agreed."""
+        kind = "--ike" if ike else "--child"
+        result = eng.run_in(self.container, ["swanctl", "--rekey", kind, CONNECTION])
         return result.exit_code == 0 and "completed successfully" in result.stdout
 
-    def send_traffic(self, target: Target, count: int = 3, timeout_s: float = 3.0) -> TrafficResult:
-        """Ping the target and ask it over TCP which source addresses it saw."""
+    def send_traffic(
+        self, target: Target, count: int = 3, timeout_s: float = 3.0, size: int = 15
+    ) -> TrafficResult:
+        """Ping the target ``count`` times with ``size`` bytes of payload each, then ask it
+        over TCP which source addresses it saw."""
         answer = self._probe(
             [
                 "traffic",
@@ -519,6 +524,8 @@ class VpnClient:
                 str(count),
                 "--timeout",
                 str(timeout_s),
+                "--size",
+                str(size),
             ]
         )
         return TrafficResult.from_probe(answer)

@@ -65,6 +65,7 @@ VALID: dict[str, list[str]] = {
     "VPN_DPD_DELAY": ["5", "30s", "3600"],
     "VPN_BAN_AFTER": ["0", "5"],
     "VPN_BAN_SECONDS": ["10", "600"],
+    "VPN_METRICS_PORT": ["9814", "1", "65535"],
     "VPN_LOG_LEVEL": ["0", "2"],
 }
 _BOOLS = ["true", "false", "1", "0", "yes", "no"]

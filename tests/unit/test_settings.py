@@ -973,6 +973,35 @@ def test_ban_after_zero_turns_banning_off(load: Load) -> None:
     assert load(VPN_BAN_AFTER="0").ban_after == 0
 
 
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def test_metrics_are_off_unless_a_port_is_given(load: Load) -> None:
+    assert load().metrics_port is None
+    assert load(VPN_METRICS_PORT="").metrics_port is None  # compose passes unset as empty
+    assert "VPN_METRICS_PORT=(off)" in "\n".join(describe(load()))
+
+
+def test_metrics_port_is_a_tcp_port(load: Load) -> None:
+    settings = load(VPN_METRICS_PORT="9814")
+    assert settings.metrics_port == 9814
+    assert "VPN_METRICS_PORT=9814" in "\n".join(describe(settings))
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        ("metrics", "'metrics' is not a port number; give a TCP port such as 9814"),
+        ("9814/tcp", "is not a port number"),
+        ("0", "0 is out of range; give a TCP port from 1 to 65535"),
+        ("65536", "65536 is out of range"),
+        ("80", "80 is the container's HTTP port (ACME challenges, profile sharing)"),
+    ],
+)
+def test_bad_metrics_ports_are_refused(reject: Reject, value: str, words: str) -> None:
+    assert words in reject("VPN_METRICS_PORT", VPN_METRICS_PORT=value).line()
+
+
 def test_a_password_split_by_a_space_in_vpn_users_is_not_echoed(reject: Reject) -> None:
     """After a space, what looks like "name:password" may be the tail of a password."""
     error = reject("VPN_USERS", VPN_USERS="alice:Zq7 se#cret:Xy9")

@@ -150,10 +150,12 @@ class BanGuard:
         connect: Callable[[], Any] = lambda: vici_session.connect(timeout=10.0),
         run: Callable[[list[str]], object] = children.run,
         clock: Callable[[], float] = time.monotonic,
+        on_failure: Callable[[FailedLogin], object] = lambda _failure: None,
     ) -> None:
         self.book = BanBook(ban_after, ban_seconds)
         self.watch = LoginWatch()
         self._connect, self._run, self._clock = connect, run, clock
+        self._on_failure = on_failure  # the metrics' failed-login counter
         self._thread = threading.Thread(target=self._loop, name="login-bans", daemon=True)
 
     def start(self) -> None:
@@ -166,6 +168,7 @@ class BanGuard:
         now = self._clock()
         verdict = self.book.failed(failure.address, now)
         log.info(describe_failure(failure, verdict, self.book.ban_after))
+        self._on_failure(failure)
         if verdict.ban:
             self._ban(failure.address)
 

@@ -139,14 +139,15 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def ping(address: str, count: int, timeout_s: float) -> dict[str, Any]:
-    """ICMP echo over a raw socket (the container has CAP_NET_RAW); no ping binary needed."""
+def ping(address: str, count: int, timeout_s: float, size: int = 15) -> dict[str, Any]:
+    """ICMP echo over a raw socket (the container has CAP_NET_RAW); no ping binary needed.
+    ``size``: bytes of payload per echo (an IPv4 packet carries 28 more)."""
     ident = os.getpid() & 0xFFFF
     replies, rtts = 0, []
     with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
         sock.settimeout(timeout_s)
         for sequence in range(1, count + 1):
-            payload = b"ikev2-vpn-check"
+            payload = b"ikev2-vpn-check".ljust(size, b".")[:size]
             header = struct.pack("!BBHHH", 8, 0, 0, ident, sequence)
             packet = (
                 struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, sequence) + payload
@@ -180,10 +181,10 @@ def ask_target(address: str, port: int, timeout_s: float) -> dict[str, Any]:
     return answer
 
 
-def traffic(address: str, port: int, count: int, timeout_s: float) -> dict[str, Any]:
+def traffic(address: str, port: int, count: int, timeout_s: float, size: int) -> dict[str, Any]:
     result: dict[str, Any] = {"target": address}
     try:
-        result["ping"] = ping(address, count, timeout_s)
+        result["ping"] = ping(address, count, timeout_s, size)
     except OSError as error:
         result["ping"] = {"sent": count, "received": 0, "rtt_ms": [], "error": str(error)}
     try:
@@ -211,6 +212,7 @@ def main() -> int:
     sending.add_argument("--port", type=int, required=True)
     sending.add_argument("--count", type=int, default=3)
     sending.add_argument("--timeout", type=float, default=3.0)
+    sending.add_argument("--size", type=int, default=15)
     args = parser.parse_args()
     if args.command == "connect":
         result = connect(args.timeout)
@@ -219,7 +221,7 @@ def main() -> int:
     elif args.command == "cycles":
         result = cycles(args.count, args.timeout)
     else:
-        result = traffic(args.target, args.port, args.count, args.timeout)
+        result = traffic(args.target, args.port, args.count, args.timeout, args.size)
     json.dump(result, sys.stdout)
     return 0
 
