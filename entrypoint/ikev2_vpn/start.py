@@ -224,7 +224,7 @@ def _certificate_replaced(settings: Settings, plan: render.Plan, ca_changed: boo
     """After a renewal: `ikev2-vpn users` must see the new facts; when the self-signed
     fallback ended, profiles lose its CA (devices then trust the public CA instead)."""
     users_live.write_facts(plan)
-    if ca_changed:
+    if ca_changed and plan.radius is None:  # with RADIUS, no profiles are written
         users_live.LiveUsers(
             settings, users_live.read_facts(), vici_session.connect
         ).refresh_profiles()

@@ -5,6 +5,8 @@ relay EAP to RADIUS; and a server without RADIUS exactly as before."""
 from __future__ import annotations
 
 import ipaddress
+import logging
+import os
 import re
 import stat
 from dataclasses import replace
@@ -17,9 +19,10 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 from test_render import CONN, USERSPACE, Section, parse_conf, swanctl
 
-from ikev2_vpn import defaults, render
+from ikev2_vpn import defaults, render, start
 from ikev2_vpn.apply.files import write_radius_secrets
-from ikev2_vpn.settings import ProposalSet, RadiusServer
+from ikev2_vpn.settings import ProposalSet, RadiusServer, Settings, load_settings
+from ikev2_vpn.state.users import STORE_NAME
 
 SECRET = 'Zq7 "radius" #secret {x} \\y'
 SECRETS_FILE = str(defaults.RADIUS_SECRETS_FILE)
@@ -174,3 +177,54 @@ def test_charon_names_map_back_to_the_settings(plan: render.Plan) -> None:
         "radius-1": "radius1.example.com:1812",
         "radius-2": "[2001:db8::1812]:11812",
     }
+
+
+# --- start-up ----------------------------------------------------------------------------
+
+
+def radius_settings(monkeypatch: pytest.MonkeyPatch, **extra: str) -> Settings:
+    for name in list(os.environ):
+        if name.upper().startswith(("VPN_", "ACME_")):
+            monkeypatch.delenv(name)
+    for name, value in {
+        "VPN_RADIUS_SERVERS": "radius1.example.com",
+        "VPN_RADIUS_SECRET": SECRET,
+        **extra,
+    }.items():
+        monkeypatch.setenv(name, value)
+    return load_settings()
+
+
+def test_no_local_account_is_generated_and_stored_ones_are_set_aside(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(defaults, "DATA_DIR", tmp_path)
+    settings = radius_settings(monkeypatch)
+    with caplog.at_level(logging.INFO):
+        assert start._accounts(settings).accounts == ()
+    assert list(tmp_path.iterdir()) == []  # nothing generated
+    assert caplog.messages == []
+    (tmp_path / STORE_NAME).write_text("{}")
+    with caplog.at_level(logging.INFO):
+        assert start._accounts(settings).accounts == ()
+    assert caplog.messages == [
+        f"the users in {tmp_path / STORE_NAME} are not used: with VPN_RADIUS_SERVERS users "
+        "live in RADIUS"
+    ]
+
+
+def test_the_nas_identifier_is_the_server_identity_unless_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    radius = start._radius(radius_settings(monkeypatch), "vpn-eu.example.com")
+    assert radius is not None
+    assert radius.nas_identifier == "vpn-eu.example.com"
+    assert radius.secret.get_secret_value() == SECRET
+    chosen = start._radius(
+        radius_settings(monkeypatch, VPN_RADIUS_NAS_IDENTIFIER="eu-1"), "vpn-eu.example.com"
+    )
+    assert chosen is not None and chosen.nas_identifier == "eu-1"
+    monkeypatch.delenv("VPN_RADIUS_SERVERS")
+    monkeypatch.delenv("VPN_RADIUS_SECRET")
+    monkeypatch.delenv("VPN_RADIUS_NAS_IDENTIFIER")
+    assert start._radius(load_settings(), "vpn-eu.example.com") is None
