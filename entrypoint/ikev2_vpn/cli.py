@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # imported lazily: `run` and `health` must not pay for them
     from pydantic import SecretStr
 
     from .run.users_live import LiveUsers
+    from .settings import Settings
 
 
 class _Formatter(logging.Formatter):
@@ -94,7 +95,8 @@ def _server_main(argv: list[str]) -> int:
 
 USERS_DESCRIPTION = """\
 Manage accounts while the server runs: changes reach charon at once (no restart, other
-users stay connected) and are kept in /data/users.json.
+users stay connected) and are kept in /data/users.json. With VPN_RADIUS_SERVERS, users
+live in RADIUS and are managed there: this command then only says so.
 
 Accounts declared in the environment (VPN_USER, VPN_USERS, VPN_USERS_FILE) stay the
 environment's: they cannot be removed or get a new password here. Passwords are read from
@@ -141,7 +143,10 @@ def users_main(argv: list[str]) -> int:
     from .settings import load_settings
 
     try:
-        users = LiveUsers(load_settings(), read_facts(), connect)
+        settings = load_settings()
+        if settings.radius_servers:
+            return _fail([_in_radius(settings)])
+        users = LiveUsers(settings, read_facts(), connect)
         return _users_action(users, args)
     except UsersError as exc:
         return _fail([str(exc)])
@@ -149,6 +154,14 @@ def users_main(argv: list[str]) -> int:
         return _fail([error.line() for error in exc.errors])
     except ConfigError as exc:
         return _fail([exc.line()])
+
+
+def _in_radius(settings: Settings) -> str:
+    servers = ", ".join(map(str, settings.radius_servers))
+    return (
+        f"users live in RADIUS (VPN_RADIUS_SERVERS={servers}), not on this server; "
+        "add, remove and change them on the RADIUS server"
+    )
 
 
 def _users_action(users: LiveUsers, args: argparse.Namespace) -> int:
@@ -275,6 +288,8 @@ def share_main(argv: list[str]) -> int:
 
     try:
         settings = load_settings()
+        if settings.radius_servers:
+            raise UsersError(_in_radius(settings))
         facts = read_facts()
         known = [view.name for view in LiveUsers(settings, facts, connect).list()]
         if args.name not in known:

@@ -104,6 +104,24 @@ SYSCTLS: Final = {
     "net.ipv4.conf.all.send_redirects": "0",
 }
 
+# --- RADIUS (VPN_RADIUS_SERVERS) -----------------------------------------------------------
+RADIUS_AUTH_PORT: Final = 1812  # accounting: this + 1 (1813) unless VPN_RADIUS_ACCOUNTING_PORT
+RADIUS_SECRET_MAX: Final = 128  # what common RADIUS servers accept
+# Interim accounting updates (bytes and packets so far) for each session; an
+# Acct-Interim-Interval in the RADIUS server's Access-Accept overrides it.
+RADIUS_INTERIM_INTERVAL_S: Final = 300
+# A RADIUS server that does not answer: charon waits 2 s, retransmits once and waits 2.8 s
+# more (strongSwan counts the first send as an attempt), then refuses the login: about 5 s,
+# within the client's own IKE_AUTH retransmits (strongSwan 4 s, 7.2 s, ...; Windows and Apple
+# similar), so the client hears "refused" instead of timing out itself (measured: refused
+# after 5.2 s). Later logins go to the other servers of the list while that one is silent.
+RADIUS_RETRANSMIT_TIMEOUT_S: Final = 2.0
+RADIUS_RETRANSMIT_BASE: Final = 1.4
+RADIUS_RETRANSMIT_TRIES: Final = 2
+# The file holding the shared secret (0600), included by strongswan.conf: strongswan.conf
+# itself stays readable by everyone.
+RADIUS_SECRETS_FILE: Final = Path("/etc/ikev2-vpn/radius-secrets.conf")
+
 # --- Generated credentials --------------------------------------------------------------
 GENERATED_USER: Final = "vpnuser"
 # No look-alike characters: the password gets typed on phones.

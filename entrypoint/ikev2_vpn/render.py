@@ -35,10 +35,11 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from pydantic import SecretStr
 
 from . import defaults
 from .apply.backend import BackendChoice
-from .settings import Account, Backend, IPAddress, ProposalSet
+from .settings import Account, Backend, IPAddress, ProposalSet, RadiusServer
 from .state.credentials import ServerCredentials
 from .state.users import nt_hash
 
@@ -74,6 +75,33 @@ class StaticAddress:
 
 
 @dataclass(frozen=True)
+class RadiusPlan:
+    """VPN_RADIUS_*: charon relays EAP to these servers and reports sessions to them."""
+
+    servers: tuple[RadiusServer, ...]
+    secret: SecretStr
+    nas_identifier: str  # VPN_RADIUS_NAS_IDENTIFIER, else the server's identity
+    accounting_port: int | None = None  # None: each server's authentication port + 1
+    interim_interval: int = defaults.RADIUS_INTERIM_INTERVAL_S  # 0: none
+
+    def sections(self) -> list[dict[str, Any]]:
+        """One strongswan.conf section per server, in the order given (names radius-1, ...)."""
+        return [
+            {
+                "name": name,
+                "address": server.host,
+                "auth_port": server.auth_port,
+                "acct_port": self.accounting_port or server.auth_port + 1,
+            }
+            for name, server in zip(self.server_names(), self.servers, strict=True)
+        ]
+
+    def server_names(self) -> dict[str, str]:
+        """charon's name of each server (what its log says) -> the VPN_RADIUS_SERVERS entry."""
+        return {f"radius-{n}": str(server) for n, server in enumerate(self.servers, start=1)}
+
+
+@dataclass(frozen=True)
 class Plan:
     """Everything the server configuration depends on, decided before anything is written."""
 
@@ -93,6 +121,7 @@ class Plan:
     client_isolation: bool = False  # VPN_CLIENT_ISOLATION: not each other
     allow_server_access: bool = False  # VPN_ALLOW_SERVER_ACCESS: the container's own services
     allow_link_local: bool = False  # VPN_ALLOW_LINK_LOCAL: 169.254.0.0/16, fe80::/10
+    radius: RadiusPlan | None = None  # users live in RADIUS; ``accounts`` is then empty
 
     def users(self) -> UsersPlan:
         return UsersPlan(
@@ -149,17 +178,20 @@ def proposals(choice: ProposalSet, esp_gcm: bool) -> Proposals:
     return Proposals(defaults.IKE_STRONG + defaults.IKE_LEGACY, esp + defaults.ESP_LEGACY)
 
 
-def charon_plugins(backend: Backend) -> tuple[str, ...]:
+def charon_plugins(backend: Backend, radius: bool = False) -> tuple[str, ...]:
     """Only what this server uses. kernel-libipsec must precede kernel-netlink: the first
     plugin that registers an IPsec backend wins (kernel-netlink still handles routes).
+    With RADIUS, charon asks for the EAP identity itself and relays the rest of EAP to the
+    RADIUS server, which checks the password: no EAP method of its own is needed.
 
     A trailing "!" marks a plugin charon must not start without (a missing package would
     otherwise only show up as failing logins).
     """
     ipsec = ("kernel-libipsec!",) if backend is Backend.USERSPACE else ()
+    eap = ("eap-radius!",) if radius else ("eap-mschapv2!",)
     return (
         "random", "nonce", "openssl!", "pem", "pkcs1", "pkcs8", "x509!", "constraints", "pubkey",
-        *ipsec, "kernel-netlink", "socket-default!", "vici!", "eap-identity!", "eap-mschapv2!",
+        *ipsec, "kernel-netlink", "socket-default!", "vici!", "eap-identity!", *eap,
     )  # fmt: skip
 
 
@@ -211,14 +243,43 @@ def dynamic_pools(
 
 
 def strongswan_conf(plan: Plan) -> str:
+    radius = plan.radius
     return render_template(
         "strongswan.conf.j2",
-        plugins=charon_plugins(plan.backend.backend),
+        plugins=charon_plugins(plan.backend.backend, radius=radius is not None),
         backend=plan.backend,
         log_level=plan.log_level,
         retransmit_tries=defaults.RETRANSMIT_TRIES,
         dos=defaults.DOS_CONFIG,
+        radius=None
+        if radius is None
+        else {
+            "nas_identifier": radius.nas_identifier,
+            "interim_interval": radius.interim_interval,
+            "retransmit_timeout": defaults.RADIUS_RETRANSMIT_TIMEOUT_S,
+            "retransmit_base": defaults.RADIUS_RETRANSMIT_BASE,
+            "retransmit_tries": defaults.RADIUS_RETRANSMIT_TRIES,
+            "servers": radius.sections(),
+            "secrets_file": defaults.RADIUS_SECRETS_FILE,
+        },
     )
+
+
+def radius_secrets_conf(radius: RadiusPlan) -> str:
+    """The shared secret of each RADIUS server, for a file only root can read; strongswan.conf
+    includes it, and charon merges its sections with the servers' other settings."""
+    return render_template(
+        "strongswan-radius-secrets.conf.j2",
+        servers=[
+            {"name": section["name"], "secret": conf_string(radius.secret.get_secret_value())}
+            for section in radius.sections()
+        ],
+    )
+
+
+def conf_string(text: str) -> str:
+    """``text`` as a quoted strongswan.conf value: any of # { } = and spaces stay literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def swanctl_conf(plan: Plan) -> str:
@@ -294,6 +355,7 @@ class Connection:
     groups: tuple[str, ...] = ()
     remote_addrs: tuple[str, ...] = ()
     unique: str = "never"
+    remote_auth: str = "eap-mschapv2"  # "eap-radius": RADIUS checks the password
     explain: bool = False  # comments in swanctl.conf (once is enough)
     child: str = defaults.CONNECTION_NAME
     dpd_delay: str = defaults.DPD_DELAY
@@ -307,7 +369,7 @@ class Connection:
         local: dict[str, Any] = {"auth": "pubkey", "id": self.host}
         if self.with_certificate:
             local["certs"] = [leaf_pem]
-        remote: dict[str, Any] = {"auth": "eap-mschapv2", "eap_id": self.eap_id}
+        remote: dict[str, Any] = {"auth": self.remote_auth, "eap_id": self.eap_id}
         if self.groups:
             remote["groups"] = list(self.groups)
         connection: dict[str, Any] = {
@@ -343,6 +405,7 @@ def _generic(plan: Plan) -> Connection:
         plan.host,
         proposals(plan.proposals, plan.backend.esp_gcm),
         pools=tuple(pool.name for pool in dynamic_pools(plan.pool_v4, plan.pool_v4_static)),
+        remote_auth="eap-mschapv2" if plan.radius is None else "eap-radius",
         explain=True,
         dpd_delay=f"{plan.dpd_delay}s",
     )

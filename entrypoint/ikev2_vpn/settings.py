@@ -38,6 +38,12 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 _USERNAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}")
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+")
+# VPN_RADIUS_SERVERS entries: host, host:port, [IPv6]:port or a bare IPv6 address.
+_RADIUS_ENTRY = re.compile(
+    r"\[(?P<v6>[^\]]*)\](?::(?P<v6port>[^:]*))?|(?P<host>[^:]*)(?::(?P<port>[^:]*))?"
+)
+# NAS-Identifier: what RADIUS servers show as the name of this server (RFC 2865 5.32).
+_NAS_IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]{0,252}")
 
 
 class Backend(StrEnum):
@@ -107,6 +113,62 @@ def _account(name: str, password: str, source: str) -> Account:
     return Account(name=name, password=SecretStr(password), source=source)
 
 
+class RadiusServer(BaseModel):
+    """One RADIUS server from VPN_RADIUS_SERVERS."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: str  # an IP address or a DNS name
+    auth_port: int = defaults.RADIUS_AUTH_PORT
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.auth_port}"
+
+
+def parse_radius_server(text: str) -> RadiusServer:
+    """``host``, ``host:port``, ``[IPv6]:port`` or a bare IPv6 address."""
+    example = "radius.example.com:1812"
+    found = _RADIUS_ENTRY.fullmatch(text)
+    bracketed = found is not None and found.group("v6") is not None
+    if found is None:  # more than one colon and no brackets: a bare IPv6 address, or junk
+        host, port = text, None
+    elif bracketed:
+        host, port = found.group("v6"), found.group("v6port")
+    else:
+        host, port = found.group("host"), found.group("port")
+    if ":" in host or bracketed:
+        try:
+            address: IPAddress = ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(
+                f"{text!r} is not host[:port]; list RADIUS servers like {example} "
+                "(an IPv6 address with a port in brackets: [2001:db8::1]:1812)"
+            ) from None
+        host = str(address)
+    elif not (_is_ip_address(host) or _is_dns_name(host)):
+        raise ValueError(
+            f"{text!r} is not host[:port]; list RADIUS servers like {example}, separated by commas"
+        )
+    if port is None:
+        return RadiusServer(host=host.lower().rstrip("."))
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+        raise ValueError(f"{text!r} has no valid UDP port; give 1 to 65535, like {example}")
+    return RadiusServer(host=host.lower().rstrip("."), auth_port=int(port))
+
+
+def check_radius_secret(secret: str) -> str:
+    """Return the problem with a RADIUS shared secret, or an empty string when it is fine.
+    Printable ASCII only: RADIUS servers differ in how they read anything else."""
+    if not secret:
+        return "the shared secret is empty"
+    if len(secret) > defaults.RADIUS_SECRET_MAX:
+        return f"the shared secret is longer than {defaults.RADIUS_SECRET_MAX} characters"
+    if not all(" " <= c <= "~" for c in secret):
+        return "the shared secret holds characters other than printable ASCII"
+    return ""
+
+
 class UsersFile(BaseModel):
     """The accounts read from VPN_USERS_FILE."""
 
@@ -161,7 +223,7 @@ class FileVariantSource(PydanticBaseSettingsSource):
     ``echo secret > file`` adds); the rest is used verbatim.
     """
 
-    FIELDS = ("password",)
+    FIELDS = ("password", "radius_secret")
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         raise NotImplementedError  # __call__ is overridden; pydantic-settings never calls this
@@ -220,6 +282,12 @@ class Settings(BaseSettings):
     metrics_port: int | None = None  # TCP port of the Prometheus endpoint; None: off
     profile_passwords: ProfilePasswords = ProfilePasswords.INCLUDE
     profile_always_on: bool = False
+    # Users in RADIUS (strongSwan's eap-radius plugin) instead of local accounts.
+    radius_servers: Annotated[tuple[RadiusServer, ...], NoDecode] = ()
+    radius_secret: SecretStr | None = None
+    radius_nas_identifier: str | None = None  # default: the server's identity (VPN_HOST)
+    radius_accounting_port: int | None = None  # default: each server's port + 1
+    radius_interim_interval: int = defaults.RADIUS_INTERIM_INTERVAL_S  # 0: no interim updates
     acme_email: str | None = Field(default=None, validation_alias="ACME_EMAIL")
     acme_directory: str = Field(
         default=defaults.ACME_DIRECTORIES["production"], validation_alias="ACME_DIRECTORY"
@@ -305,6 +373,38 @@ class Settings(BaseSettings):
         if not accounts:
             raise ValueError(f"{path} lists no users; add 'name:password' lines or unset it")
         return UsersFile(path=path, accounts=accounts)
+
+    @field_validator("radius_servers", mode="before")
+    @classmethod
+    def _radius_servers(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        servers = tuple(parse_radius_server(item) for item in value.replace(",", " ").split())
+        if not servers:
+            raise ValueError("no RADIUS server given; list host[:port] entries or unset it")
+        if len(set(servers)) != len(servers):
+            raise ValueError("a RADIUS server is listed twice; list each one once")
+        return servers
+
+    @field_validator("radius_secret", mode="after")
+    @classmethod
+    def _radius_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and (problem := check_radius_secret(value.get_secret_value())):
+            raise ValueError(
+                f"{problem}; use 1-{defaults.RADIUS_SECRET_MAX} printable ASCII characters, "
+                "the same as on the RADIUS server"
+            )
+        return value
+
+    @field_validator("radius_nas_identifier", mode="before")
+    @classmethod
+    def _radius_nas_identifier(cls, value: Any) -> Any:
+        if isinstance(value, str) and not _NAS_IDENTIFIER.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a NAS identifier; use letters, digits and . _ : @ - "
+                "(at most 253), such as the server's name"
+            )
+        return value
 
     @field_validator("pool_v4_static", mode="before")
     @classmethod
@@ -412,17 +512,30 @@ class Settings(BaseSettings):
             )
         return path
 
-    @field_validator("dpd_delay", "ban_after", "ban_seconds", mode="before")
+    @field_validator(
+        "dpd_delay",
+        "ban_after",
+        "ban_seconds",
+        "radius_accounting_port",
+        "radius_interim_interval",
+        mode="before",
+    )
     @classmethod
     def _bounded(cls, value: Any, info: Any) -> Any:
+        if value is None:  # optional ones unset
+            return None
         low, high, unit = {
             "dpd_delay": (5, 3600, "seconds"),
             "ban_after": (0, 1000, "failed logins (0 turns banning off)"),
             "ban_seconds": (10, 86400, "seconds"),
+            "radius_accounting_port": (1, 65535, "(a UDP port)"),
+            "radius_interim_interval": (0, 86400, "seconds (0 turns interim updates off)"),
         }[info.field_name]
         try:
             number = (
-                int(str(value).removesuffix("s")) if info.field_name != "ban_after" else int(value)
+                int(str(value).removesuffix("s"))
+                if info.field_name not in {"ban_after", "radius_accounting_port"}
+                else int(value)
             )
         except (TypeError, ValueError):
             raise ValueError(
@@ -525,7 +638,7 @@ def _is_dns_name(text: str) -> bool:
 
 # --- loading and error reporting ---------------------------------------------------------
 
-_SECRET_FIELDS = {"password", "users"}
+_SECRET_FIELDS = {"password", "users", "radius_secret"}
 
 
 def env_name(field: str) -> str:
@@ -590,6 +703,7 @@ def _check_combinations(settings: Settings) -> None:
             )
         seen[account.name] = account.source
     _check_acme(settings)
+    _check_radius(settings)
     _check_static_block(settings)
     if settings.cert is CertSource.SELF_SIGNED and (settings.chain_path is not None):
         raise ConfigError(
@@ -614,6 +728,51 @@ def _check_static_block(settings: Settings) -> None:
             "VPN_POOL_V4_STATIC",
             "takes all of VPN_POOL_V4, leaving no addresses for other clients",
             "give a part of VPN_POOL_V4, such as its last quarter",
+        )
+
+
+_RADIUS_OPTIONS = (
+    "radius_nas_identifier",
+    "radius_accounting_port",
+    "radius_interim_interval",
+)
+
+
+def _check_radius(settings: Settings) -> None:
+    """RADIUS replaces local accounts: one source of users, so a login never depends on
+    which of the two a server happened to ask."""
+    if not settings.radius_servers:
+        for field in ("radius_secret", *_RADIUS_OPTIONS):
+            if getattr(settings, field) != Settings.model_fields[field].default:
+                name = env_name(field)
+                raise ConfigError(
+                    name,
+                    "is only used with VPN_RADIUS_SERVERS",
+                    f"set VPN_RADIUS_SERVERS or unset {name}",
+                )
+        return
+    if settings.radius_secret is None:
+        raise ConfigError(
+            "VPN_RADIUS_SECRET",
+            "is not set, and VPN_RADIUS_SERVERS needs the shared secret of the RADIUS servers",
+            "set VPN_RADIUS_SECRET_FILE (or VPN_RADIUS_SECRET)",
+        )
+    for field, name in (
+        ("user", "VPN_USER"),
+        ("users", "VPN_USERS"),
+        ("users_file", "VPN_USERS_FILE"),
+    ):
+        if getattr(settings, field):
+            raise ConfigError(
+                name,
+                "declares local users, but with VPN_RADIUS_SERVERS users live in RADIUS",
+                f"unset {name} and add its users on the RADIUS server",
+            )
+    if settings.pool_v4_static is not None:
+        raise ConfigError(
+            "VPN_POOL_V4_STATIC",
+            "static IPs belong to local users, and with VPN_RADIUS_SERVERS users live in RADIUS",
+            "unset VPN_POOL_V4_STATIC",
         )
 
 
@@ -676,8 +835,17 @@ def load_settings() -> Settings:
 def describe(settings: Settings) -> Iterable[str]:
     """The effective settings as log lines, with secrets left out."""
     yield f"VPN_HOST={settings.host or '(auto)'} VPN_HOST_DETECT={settings.host_detect}"
-    names = ", ".join(account.name for account in settings.accounts()) or "(generated)"
-    yield f"users: {names}"
+    if settings.radius_servers:
+        accounting = settings.radius_accounting_port or "port+1"
+        yield (
+            f"users: in RADIUS; VPN_RADIUS_SERVERS={','.join(map(str, settings.radius_servers))} "
+            f"VPN_RADIUS_ACCOUNTING_PORT={accounting} "
+            f"VPN_RADIUS_NAS_IDENTIFIER={settings.radius_nas_identifier or '(VPN_HOST)'} "
+            f"VPN_RADIUS_INTERIM_INTERVAL={settings.radius_interim_interval}"
+        )
+    else:
+        names = ", ".join(account.name for account in settings.accounts()) or "(generated)"
+        yield f"users: {names}"
     yield (
         f"VPN_POOL_V4={settings.pool_v4} "
         f"VPN_POOL_V4_STATIC={settings.pool_v4_static or '(none)'} "

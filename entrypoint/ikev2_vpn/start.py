@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from . import defaults, render
 from .apply import backend, network
-from .apply.files import write_configuration, write_users_configuration
+from .apply.files import write_configuration, write_radius_secrets, write_users_configuration
 from .errors import ConfigError
 from .identity import ServerIdentity, resolve_identity
 from .profiles import writer
@@ -31,7 +31,7 @@ from .settings import (
 )
 from .state import acme, certcheck, pki
 from .state.credentials import ServerCredentials
-from .state.users import STORE_NAME, resolve_accounts, usable_static_ips
+from .state.users import STORE_NAME, ResolvedAccounts, resolve_accounts, usable_static_ips
 
 log = logging.getLogger("ikev2_vpn")
 
@@ -58,14 +58,7 @@ def run() -> int:
     # State under /data.
     certificate = _certificate(settings, identity)
     credentials = certificate.credentials
-    accounts = resolve_accounts(settings.accounts(), defaults.DATA_DIR)
-    if accounts.generated is not None:
-        log.warning(
-            "no user configured: created user %r with password %s (shown once, kept in %s)",
-            accounts.generated.name,
-            accounts.generated.password.get_secret_value(),
-            defaults.DATA_DIR / STORE_NAME,
-        )
+    accounts = _accounts(settings)
     static, warnings = usable_static_ips(
         accounts.static_ips, settings.pool_v4_static, settings.pool_v4
     )
@@ -88,6 +81,7 @@ def run() -> int:
         client_isolation=settings.client_isolation,
         allow_server_access=settings.allow_server_access,
         allow_link_local=settings.allow_link_local,
+        radius=_radius(settings, identity.host),
     )
 
     # Apply.
@@ -96,7 +90,11 @@ def run() -> int:
     log.info(render.client_access(plan))
     write_configuration(render.strongswan_conf(plan), render.swanctl_conf(plan), credentials)
     write_users_configuration(render.users_conf(plan.users()))
-    _write_profiles(settings, plan)
+    if plan.radius is not None:
+        write_radius_secrets(render.radius_secrets_conf(plan.radius))
+        log.info("client profiles: none written (users live in RADIUS, unknown to the server)")
+    else:
+        _write_profiles(settings, plan)
 
     # Run.
     collector = _start_metrics(settings, choice)
@@ -118,10 +116,11 @@ def run() -> int:
             fallback=certificate.fallback,
             on_loaded=functools.partial(_certificate_replaced, settings),
         ).start()
-    BanGuard(  # logs failed logins too
+    BanGuard(  # logs failed logins too, and RADIUS servers that do not answer
         settings.ban_after,
         settings.ban_seconds,
         on_failure=collector.login_failed if collector else lambda _failure: None,
+        radius_servers=plan.radius.server_names() if plan.radius is not None else None,
     ).start()
     _announce(settings, identity, plan)
     return supervisor.supervise()
@@ -151,6 +150,39 @@ def _start_metrics(
         metrics.PATH,
     )
     return collector
+
+
+def _accounts(settings: Settings) -> ResolvedAccounts:
+    """Local accounts, or with RADIUS none at all (and no generated one): RADIUS replaces
+    them, so a login never depends on which of two user lists a server asked."""
+    if not settings.radius_servers:
+        accounts = resolve_accounts(settings.accounts(), defaults.DATA_DIR)
+        if accounts.generated is not None:
+            log.warning(
+                "no user configured: created user %r with password %s (shown once, kept in %s)",
+                accounts.generated.name,
+                accounts.generated.password.get_secret_value(),
+                defaults.DATA_DIR / STORE_NAME,
+            )
+        return accounts
+    if (defaults.DATA_DIR / STORE_NAME).exists():
+        log.warning(
+            "the users in %s are not used: with VPN_RADIUS_SERVERS users live in RADIUS",
+            defaults.DATA_DIR / STORE_NAME,
+        )
+    return ResolvedAccounts((), None, {})
+
+
+def _radius(settings: Settings, host: str) -> render.RadiusPlan | None:
+    if not settings.radius_servers or settings.radius_secret is None:
+        return None
+    return render.RadiusPlan(
+        servers=settings.radius_servers,
+        secret=settings.radius_secret,
+        nas_identifier=settings.radius_nas_identifier or host,
+        accounting_port=settings.radius_accounting_port,
+        interim_interval=settings.radius_interim_interval,
+    )
 
 
 @dataclass(frozen=True)
@@ -220,7 +252,7 @@ def _certificate_replaced(settings: Settings, plan: render.Plan, ca_changed: boo
     """After a renewal: `ikev2-vpn users` must see the new facts; when the self-signed
     fallback ended, profiles lose its CA (devices then trust the public CA instead)."""
     users_live.write_facts(plan)
-    if ca_changed:
+    if ca_changed and plan.radius is None:  # with RADIUS, no profiles are written
         users_live.LiveUsers(
             settings, users_live.read_facts(), vici_session.connect
         ).refresh_profiles()
@@ -247,6 +279,9 @@ def _write_profiles(settings: Settings, plan: render.Plan) -> None:
 
 def _announce(settings: Settings, identity: ServerIdentity, plan: render.Plan) -> None:
     users = ", ".join(account.name for account in plan.accounts)
+    if plan.radius is not None:
+        servers = ", ".join(map(str, plan.radius.servers))
+        users = f"users of RADIUS server {servers} (NAS-Identifier {plan.radius.nas_identifier})"
     log.info(
         "ready: clients connect to %s (IKEv2, username and password) as: %s",
         identity.host,

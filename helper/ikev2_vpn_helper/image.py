@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException
 
-from .base import Log
+from .base import DEFAULT_BASE, Log, ensure_base_image, image_exists
 from .errors import HelperError
 
 DEFAULT_IMAGE = "ikev2-vpn:latest"
@@ -122,3 +123,44 @@ def build_image(
                 log(f"  | {line}")
         raise HelperError(f"the build failed: {output.error or 'the builder gave no image id'}")
     return output.image_id
+
+
+def ensure_tool_image(
+    engine: docker.DockerClient,
+    *,
+    tag: str,
+    dockerfile: str,
+    what: str,
+    log: Log = print,
+    base: str = DEFAULT_BASE,
+) -> str:
+    """Build a test tool's image (Pebble, FreeRADIUS) from ``dockerfile`` and the Debian base
+    when the engine does not have ``tag`` yet; return the tag.
+
+    ``dockerfile`` starts with ``ARG BASE_IMAGE`` / ``FROM ${BASE_IMAGE}``: the base is found
+    the way ``ikev2-vpn-helper build`` finds it (local, pulled, or the debootstrap base).
+    """
+    if image_exists(engine, tag):
+        return tag
+    choice = ensure_base_image(engine, base, log=log)
+    log(f"{what}: building {tag} from {choice.image} ({choice.how})")
+    try:
+        messages = engine.api.build(
+            fileobj=io.BytesIO(dockerfile.encode()),
+            tag=tag,
+            buildargs={"BASE_IMAGE": choice.image},
+            rm=True,
+            forcerm=True,
+            pull=False,
+            decode=True,
+        )
+        output = follow_build(messages, log, verbose=False)
+    except (APIError, DockerException) as error:
+        raise HelperError(f"the {what} image build failed: {error}") from None
+    if output.error or output.image_id is None:
+        for line in output.lines[-25:]:
+            log(f"  | {line}")
+        raise HelperError(
+            f"the {what} image build failed: {output.error or 'the builder gave no image id'}"
+        )
+    return tag

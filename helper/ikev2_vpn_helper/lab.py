@@ -15,7 +15,8 @@ and returns a :class:`~ikev2_vpn_helper.check.CheckReport`.
 
 For ``VPN_CERT=letsencrypt``, ``lab.start_pebble()`` starts a test ACME server on the egress
 network; the server then needs a name there (``aliases={lab.topology.egress: [host]}``) so
-the ACME server's HTTP-01 validation finds it.
+the ACME server's HTTP-01 validation finds it. For ``VPN_RADIUS_*``,
+``lab.start_radius(secret, users)`` starts FreeRADIUS on the egress network.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ from .errors import HelperError
 from .image import DEFAULT_IMAGE
 from .pebble import DEFAULT_ALIAS as PEBBLE_ALIAS
 from .pebble import PEBBLE_IMAGE, Pebble
+from .radius import DEFAULT_ALIAS as RADIUS_ALIAS
+from .radius import RADIUS_IMAGE, FreeRadius
 from .server import HEALTH_TIMEOUT_S, Privileges, Server, ServerSpec, start_server
 from .topology import LABEL_TOPOLOGY, Topology, ensure_topology
 from .vpnclient import Retransmit, Target, VpnClient
@@ -64,6 +67,7 @@ class Lab:
         self._targets: dict[str, Target] = {}
         self._clients = 0
         self._pebbles = 0
+        self._radius_servers = 0
 
     def __enter__(self) -> Lab:
         return self
@@ -209,6 +213,36 @@ class Lab:
         )
         self.log(f"pebble {pebble.name} serves {pebble.directory_url}")
         return pebble
+
+    # --- RADIUS ------------------------------------------------------------------------------
+
+    def start_radius(
+        self,
+        secret: str,
+        users: Mapping[str, str],
+        *,
+        alias: str = RADIUS_ALIAS,
+        name: str | None = None,
+        image: str = RADIUS_IMAGE,
+    ) -> FreeRadius:
+        """FreeRADIUS on this run's egress network, known there as ``alias``, answering every
+        server of the egress subnet that knows ``secret``; ``users``: name -> password."""
+        network = self.topology.egress
+        self._ensure_aliases_free(network, [alias])
+        self._radius_servers += 1
+        radius = FreeRadius.start(
+            self.engine,
+            network=network,
+            clients=self.topology.egress_subnet,
+            secret=secret,
+            users=users,
+            name=name or self.name(f"radius-{self._radius_servers}"),
+            run_id=self.run_id,
+            alias=alias,
+            image=image,
+        )
+        self.log(f"freeradius {radius.name} serves {alias}")
+        return radius
 
     # --- targets and clients -----------------------------------------------------------------
 

@@ -17,7 +17,6 @@ Two trust anchors are at play, and tests hand them to different parties:
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import time
@@ -31,13 +30,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from docker.errors import APIError, DockerException, ImageNotFound
+from docker.errors import APIError, ImageNotFound
 from docker.models.containers import Container
 
 from . import engine as eng
-from .base import DEFAULT_BASE, Log, ensure_base_image, image_exists
+from .base import DEFAULT_BASE, Log
 from .errors import HelperError
-from .image import follow_build, pem_certificates
+from .image import ensure_tool_image, pem_certificates
 
 PEBBLE_IMAGE = "ikev2-vpn-pebble:trixie"
 DEFAULT_ALIAS = "acme.example.test"
@@ -211,30 +210,9 @@ def ensure_pebble_image(
     The base image is found the way ``ikev2-vpn-helper build`` finds it (local, pulled,
     or the local debootstrap base).
     """
-    if image_exists(engine, tag):
-        return tag
-    choice = ensure_base_image(engine, base, log=log)
-    log(f"pebble: building {tag} from {choice.image} ({choice.how})")
-    try:
-        messages = engine.api.build(
-            fileobj=io.BytesIO(DOCKERFILE.encode()),
-            tag=tag,
-            buildargs={"BASE_IMAGE": choice.image},
-            rm=True,
-            forcerm=True,
-            pull=False,
-            decode=True,
-        )
-        output = follow_build(messages, log, verbose=False)
-    except (APIError, DockerException) as error:
-        raise HelperError(f"the Pebble image build failed: {error}") from None
-    if output.error or output.image_id is None:
-        for line in output.lines[-25:]:
-            log(f"  | {line}")
-        raise HelperError(
-            f"the Pebble image build failed: {output.error or 'the builder gave no image id'}"
-        )
-    return tag
+    return ensure_tool_image(
+        engine, tag=tag, dockerfile=DOCKERFILE, what="pebble", log=log, base=base
+    )
 
 
 # --- the container -------------------------------------------------------------------------

@@ -67,6 +67,11 @@ VALID: dict[str, list[str]] = {
     "VPN_BAN_SECONDS": ["10", "600"],
     "VPN_METRICS_PORT": ["9814", "1", "65535"],
     "VPN_LOG_LEVEL": ["0", "2"],
+    "VPN_RADIUS_SERVERS": ["radius.example.com", "198.51.100.7:1812, [2001:db8::1]:11812"],
+    "VPN_RADIUS_SECRET": ["s3cret", 'lab "secret" #1 {x} \\y'],
+    "VPN_RADIUS_NAS_IDENTIFIER": ["vpn-eu-1", "vpn.example.com"],
+    "VPN_RADIUS_ACCOUNTING_PORT": ["1813"],
+    "VPN_RADIUS_INTERIM_INTERVAL": ["0", "300s"],
 }
 _BOOLS = ["true", "false", "1", "0", "yes", "no"]
 
@@ -125,6 +130,8 @@ def _value(name: str, junk: bool) -> st.SearchStrategy[str]:
         return st.one_of(_FILE_PASSWORD, _password(_CHARS))
     if name == "VPN_USERS":
         return st.one_of(_USERS_VALUE, _USERS_VALUE, anything) if junk else _VALID_USERS
+    if name == "VPN_RADIUS_SECRET":  # marked ones are refused (not ASCII), never quoted
+        return st.one_of(st.sampled_from(examples), _password(_CHARS), anything)
     if not examples:
         return anything
     valid = st.sampled_from(examples)
@@ -145,6 +152,13 @@ def environments(draw: st.DrawFn, junk: bool = True) -> dict[str, str]:
     env = {name: draw(_value(name, junk)) for name in chosen}
     if not junk and env.get("VPN_CERT") != "self-signed":
         env.pop("VPN_CERT", None)
+    if not junk and any(name.startswith("VPN_RADIUS_") for name in env):
+        # RADIUS replaces local users: a whole, valid RADIUS setup without them.
+        for name in ("VPN_USER", "VPN_PASSWORD", "VPN_USERS", "VPN_POOL_V4_STATIC"):
+            env.pop(name, None)
+        for name in ("VPN_RADIUS_SERVERS", "VPN_RADIUS_SECRET"):
+            env.setdefault(name, draw(st.sampled_from(EXAMPLES[name])))
+        return env
     if draw(st.booleans()):
         text = _USERS_FILE_TEXT if junk else _VALID_USERS_FILE_TEXT
         env["VPN_USERS_FILE"] = "\0" + draw(text)  # "\0": contents, see _mount
@@ -224,6 +238,15 @@ def _plan(plan: render.Plan, loaded: Settings) -> render.Plan:
         proposals=loaded.proposals,
         log_level=loaded.log_level,
         dpd_delay=loaded.dpd_delay,
+        radius=None
+        if loaded.radius_secret is None
+        else render.RadiusPlan(
+            servers=loaded.radius_servers,
+            secret=loaded.radius_secret,
+            nas_identifier=loaded.radius_nas_identifier or "vpn.example.com",
+            accounting_port=loaded.radius_accounting_port,
+            interim_interval=loaded.radius_interim_interval,
+        ),
     )
 
 
@@ -231,7 +254,14 @@ def check_rendering(plan: render.Plan) -> Section:
     main, users = render.swanctl_conf(plan), render.users_conf(plan.users())
     for text in (main, users, render.strongswan_conf(plan)):
         assert MARK not in text, "a password reached a configuration file"
-    parse_conf(render.strongswan_conf(plan))
+    includes = {}
+    if plan.radius is not None:
+        # The one quoted value: the secret, which strongswan.conf itself never holds.
+        secret = render.conf_string(plan.radius.secret.get_secret_value())
+        secrets = render.radius_secrets_conf(plan.radius)
+        assert secrets.count(secret) == len(plan.radius.servers)
+        includes[str(defaults.RADIUS_SECRETS_FILE)] = secrets.replace(secret, "hidden")
+    parse_conf(render.strongswan_conf(plan), includes)
     conf = swanctl(plan)  # any line outside key = value / section { } syntax fails
     assert set(conf) <= {"connections", "pools", "secrets"}
     expected_connections = {CONN} | {static.connection for static in plan.static}

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.serialization import Encoding
 
+from .. import defaults
 from ..render import KEY_FILE, LEAF_FILE, SWANCTL_DIR, USERS_FILE
 from ..state.credentials import ServerCredentials
 from ..state.files import atomic_write
@@ -36,6 +37,13 @@ def write_users_configuration(users_conf: str, root: Path = Path("/")) -> None:
     path = root / SWANCTL_DIR.relative_to("/") / USERS_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, users_conf.encode(), mode=0o600)
+
+
+def write_radius_secrets(text: str, root: Path = Path("/")) -> None:
+    """The RADIUS shared secret, readable by root only (strongswan.conf includes it)."""
+    path = root / defaults.RADIUS_SECRETS_FILE.relative_to("/")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    atomic_write(path, text.encode(), mode=0o600)
 
 
 def write_credentials(credentials: ServerCredentials, root: Path = Path("/")) -> None:

@@ -6,6 +6,14 @@ VICI ("log" events, each naming the IKE_SA's unique id). charon 6.0.1 logs, per 
     203.0.113.7 is initiating an IKE_SA          <- the source address
     received EAP identity 'bob'                  <- the user
     EAP-MS-CHAPv2 verification failed, retry (1) <- one wrong password (or unknown user)
+    RADIUS authentication of 'bob' failed        <- the same, when users live in RADIUS
+                                                    (VPN_RADIUS_SERVERS: an Access-Reject)
+
+With RADIUS, a server that does not answer is no fault of the user and is not counted; its
+silence is logged instead, naming the server (charon says only "radius-1"):
+
+    sending RADIUS Access-Request to server 'radius-1'
+    RADIUS Access-Request timed out after 2 attempts
 
 Each failure is logged with user and address (MSCHAPv2 never sends the password itself, and
 nothing of the exchange is logged). After ``ban_after`` failures from one address within
@@ -37,7 +45,9 @@ RECONNECT_S = (1.0, 30.0)  # first and longest wait before following charon's lo
 
 _ADDRESS = re.compile(r"^(\S+) is initiating an IKE_SA$")
 _IDENTITY = re.compile(r"^received EAP identity '(.*)'$")
-_FAILED = re.compile(r"^EAP-MS-CHAPv2 verification failed\b")
+_FAILED = re.compile(r"^EAP-MS-CHAPv2 verification failed\b|^RADIUS authentication of '.*' failed$")
+_RADIUS_SENDING = re.compile(r"^sending RADIUS \S+ to server '(.*)'$")
+_RADIUS_SILENT = re.compile(r"^RADIUS (\S+) timed out after \d+ attempts$")
 _REMEMBERED_SAS = 4096  # half-open IKE_SAs whose address and user are kept
 
 
@@ -47,13 +57,23 @@ class FailedLogin:
     address: str
 
 
+@dataclass(frozen=True)
+class RadiusSilence:
+    """A RADIUS server that did not answer a request about one IKE_SA."""
+
+    request: str  # Access-Request (the login is refused) or Accounting-Request
+    server: str | None  # charon's name for it (radius-1, ...), if it was logged
+    user: str | None
+    address: str | None
+
+
 @dataclass
 class LoginWatch:
     """Turns charon's log events into failed logins, correlating by IKE_SA unique id."""
 
     _sas: OrderedDict[str, dict[str, str]] = field(default_factory=OrderedDict)
 
-    def feed(self, event: Mapping[str, Any]) -> FailedLogin | None:
+    def feed(self, event: Mapping[str, Any]) -> FailedLogin | RadiusSilence | None:
         message = _text(event.get("msg"))
         sa_id = _text(event.get("ikesa-uniqueid"))
         if not sa_id:
@@ -67,6 +87,13 @@ class LoginWatch:
             known = self._sas.get(sa_id, {})
             if "address" in known:
                 return FailedLogin(known.get("user"), known["address"])
+        elif found := _RADIUS_SENDING.match(message):
+            self._remember(sa_id)["radius"] = found.group(1)
+        elif found := _RADIUS_SILENT.match(message):
+            known = self._sas.get(sa_id, {})
+            return RadiusSilence(
+                found.group(1), known.get("radius"), known.get("user"), known.get("address")
+            )
         return None
 
     def _remember(self, sa_id: str) -> dict[str, str]:
@@ -118,6 +145,20 @@ class BanBook:
         return over
 
 
+def describe_silence(silence: RadiusSilence, servers: Mapping[str, str]) -> str:
+    """One line for the operator; ``servers``: charon's names -> VPN_RADIUS_SERVERS entries."""
+    server = servers.get(silence.server or "", silence.server or "?")
+    who = "an unnamed user" if silence.user is None else f"user {silence.user!r}"
+    where = f" from {silence.address}" if silence.address else ""
+    if silence.request == "Access-Request":
+        return (
+            f"login refused: RADIUS server {server} did not answer for {who}{where} "
+            "(check that it runs, is reachable and knows this server's address and "
+            "VPN_RADIUS_SECRET)"
+        )
+    return f"RADIUS server {server} did not answer an {silence.request} for {who}{where}"
+
+
 def describe_failure(failure: FailedLogin, verdict: Verdict, ban_after: int) -> str:
     who = "an unnamed user" if failure.user is None else f"user {failure.user!r}"
     line = f"login failed: {who} from {failure.address}"
@@ -151,8 +192,10 @@ class BanGuard:
         run: Callable[[list[str]], object] = children.run,
         clock: Callable[[], float] = time.monotonic,
         on_failure: Callable[[FailedLogin], object] = lambda _failure: None,
+        radius_servers: Mapping[str, str] | None = None,
     ) -> None:
         self.book = BanBook(ban_after, ban_seconds)
+        self.radius_servers = dict(radius_servers or {})  # charon's names -> host:port
         self.watch = LoginWatch()
         self._connect, self._run, self._clock = connect, run, clock
         self._on_failure = on_failure  # the metrics' failed-login counter
@@ -163,6 +206,9 @@ class BanGuard:
 
     def handle(self, event: Mapping[str, Any]) -> None:
         failure = self.watch.feed(event)
+        if isinstance(failure, RadiusSilence):
+            log.warning(describe_silence(failure, self.radius_servers))
+            return
         if failure is None:
             return
         now = self._clock()
