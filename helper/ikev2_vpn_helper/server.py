@@ -15,7 +15,14 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 # Facts about the server image come from the container package itself (pure data).
-from ikev2_vpn.defaults import CA_CERT_NAME, CONNECTION_NAME, DATA_DIR, POOL_V4, SYSCTLS
+from ikev2_vpn.defaults import (
+    CA_CERT_NAME,
+    CONNECTION_NAME,
+    DATA_DIR,
+    POOL_V4,
+    SYSCTLS,
+    SYSCTLS_V6,
+)
 
 from . import engine as eng
 from .errors import HelperError
@@ -54,6 +61,7 @@ class ServerSpec:
     publish: bool = False  # UDP 500 and 4500 on the host
     restart: str | None = "unless-stopped"
     labels: Mapping[str, str] = field(default_factory=dict)
+    sysctls: Mapping[str, str] = field(default_factory=dict)  # beyond the ones always set
 
     def volume_name(self) -> str:
         return self.volume or f"{self.name}-data"
@@ -87,7 +95,9 @@ def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
         "environment": spec.environment(),
         "cap_add": list(CAPABILITIES),
         "devices": list(DEVICES),
-        "sysctls": dict(SYSCTLS),  # what the entrypoint would otherwise ask for
+        # What the entrypoint would otherwise ask for (IPv6 ones for VPN_POOL_V6, always:
+        # harmless without it, and compose.yaml sets them too).
+        "sysctls": {**SYSCTLS, **SYSCTLS_V6, **spec.sysctls},
         "volumes": {spec.volume_name(): {"bind": "/data", "mode": "rw"}},
         "labels": {**eng.labels(None, "server"), **spec.labels},
         "detach": True,
@@ -291,6 +301,11 @@ class Server:
         """The server's address on each of its networks."""
         self.container.reload()
         return eng.network_addresses(self.container)
+
+    def networks_v6(self) -> dict[str, str]:
+        """The server's global IPv6 address on each of its IPv6 networks."""
+        self.container.reload()
+        return eng.network_addresses_v6(self.container)
 
 
 # --- parsing (pure) ------------------------------------------------------------------------
