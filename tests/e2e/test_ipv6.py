@@ -26,6 +26,7 @@ POOL_V6_ULA = ipaddress.IPv6Network("fd00:10:10::/112")
 POOL_V6_ROUTED = ipaddress.IPv6Network("2001:db8:ffff:7::/112")
 DNS_V6 = "2001:db8:53::53"
 SERVICE_PORT = 8081  # a service inside the server container
+PEER_PORT = 8082  # a service on one client, for another
 
 
 @pytest.fixture(scope="module")
@@ -95,6 +96,16 @@ def test_ike_over_ipv6_outer_transport(lab: Lab, nat66: Server) -> None:
     assert traffic.tcp_source == egress_v6(nat66, lab), traffic
     sas = eng.run_checked(client.container, ["swanctl", "--list-sas", "--raw"])
     assert f"remote-host={client.server_address}" in sas
+
+
+def test_clients_reach_each_other_over_ipv6_without_nat(lab: Lab, nat66: Server) -> None:
+    phone, laptop = lab.start_client(nat66, ipv6=True), lab.start_client(nat66, ipv6=True)
+    phone_ip, laptop_ip = connect(phone).virtual_ip_v6, connect(laptop).virtual_ip_v6
+    assert phone_ip is not None and laptop_ip is not None
+    peer = Target.serve_in(laptop.container, laptop_ip, PEER_PORT)
+    traffic = reach(phone, peer)
+    assert traffic.tcp_source == phone_ip, traffic  # its own pool address: no NAT66 inside
+    assert traffic.icmp_received == 2, traffic
 
 
 def test_services_of_the_server_stay_closed_over_ipv6(lab: Lab, nat66: Server) -> None:
