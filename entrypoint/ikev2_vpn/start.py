@@ -46,7 +46,8 @@ def run() -> int:
     for line in describe(settings):
         log.info(line)
 
-    # What the system offers (read-only, except the probe's throw-away XFRM state).
+    # What the system offers (read-only, except the probe's throw-away XFRM state and, with
+    # VPN_POOL_V6, its sysctls where /proc/sys is writable).
     egress = network.find_egress()
     network.check_pool(settings.pool_v4, egress)
     egress_v6 = _egress_v6(settings)
