@@ -122,6 +122,7 @@ class Lab:
         wait: bool = True,
         timeout_s: float = HEALTH_TIMEOUT_S,
         sysctls: Mapping[str, str] | None = None,
+        wan_ipv6: str | None = None,
     ) -> Server:
         """Start a server on this run's topology (egress first, then wan).
 
@@ -129,7 +130,9 @@ class Lab:
         sets VPN_HOST_DETECT=off. ``aliases``: DNS names of the server per network name.
         With ``wait`` it returns once healthy and after checking that the default route
         leaves through the egress network; without, right after start (for settings that
-        must make it exit: see :meth:`Server.wait_exit`).
+        must make it exit: see :meth:`Server.wait_exit`). ``sysctls``: more than the ones
+        every server gets. ``wan_ipv6``: the server's IPv6 address on the wan network (of
+        an ``ipv6`` lab), known before start so that it can be VPN_HOST.
         """
         settings = dict(env or {})
         if "VPN_HOST" not in settings:
@@ -147,6 +150,7 @@ class Lab:
             restart=restart,
             labels=eng.labels(self.run_id, "server"),
             sysctls=dict(sysctls or {}),
+            ipv6_addresses={topology.wan: wan_ipv6} if wan_ipv6 else {},
         )
         for network in spec.networks:
             self._ensure_aliases_free(network, spec.aliases.get(network, ()))

@@ -62,6 +62,9 @@ class ServerSpec:
     restart: str | None = "unless-stopped"
     labels: Mapping[str, str] = field(default_factory=dict)
     sysctls: Mapping[str, str] = field(default_factory=dict)  # beyond the ones always set
+    # A fixed IPv6 address per network (not the first: it is attached at creation), for a
+    # VPN_HOST that is the server's IPv6 address.
+    ipv6_addresses: Mapping[str, str] = field(default_factory=dict)
 
     def volume_name(self) -> str:
         return self.volume or f"{self.name}-data"
@@ -109,6 +112,8 @@ def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
     unknown = set(spec.aliases) - set(networks)
     if unknown:
         raise ValueError(f"aliases for networks the server is not on: {sorted(unknown)}")
+    if set(spec.ipv6_addresses) - set(networks[1:]):
+        raise ValueError("fixed IPv6 addresses only on networks after the first")
     if networks:
         options["network"] = networks[0]
         if spec.aliases.get(networks[0]):
@@ -141,7 +146,9 @@ def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
             )
         for network in networks[1:]:
             engine.networks.get(network).connect(
-                container, aliases=list(spec.aliases.get(network, ())) or None
+                container,
+                aliases=list(spec.aliases.get(network, ())) or None,
+                ipv6_address=spec.ipv6_addresses.get(network),
             )
         container.start()
     except (APIError, HelperError) as error:

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 
 import docker
 import pytest
+from cryptography import x509
 
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.lab import Lab
@@ -27,6 +28,7 @@ POOL_V6_ROUTED = ipaddress.IPv6Network("2001:db8:ffff:7::/112")
 DNS_V6 = "2001:db8:53::53"
 SERVICE_PORT = 8081  # a service inside the server container
 PEER_PORT = 8082  # a service on one client, for another
+LEAF = "/data/pki/server.crt"  # the self-signed mode's server certificate
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +108,34 @@ def test_clients_reach_each_other_over_ipv6_without_nat(lab: Lab, nat66: Server)
     traffic = reach(phone, peer)
     assert traffic.tcp_source == phone_ip, traffic  # its own pool address: no NAT66 inside
     assert traffic.icmp_received == 2, traffic
+
+
+def test_vpn_host_as_an_ipv6_address_is_the_identity_clients_check(lab: Lab) -> None:
+    """IKE over IPv6 without an IPv6 pool: the client dials VPN_HOST, an IPv6 address,
+    and accepts only a certificate for it (subjectAltName) and that identity."""
+    wan = lab.topology.wan_subnet_v6
+    assert wan is not None
+    address = str(wan[0x1234])
+    server = lab.start_server(
+        {"VPN_HOST": address.upper(), "VPN_USER": "alice"},
+        name=lab.name("v6host"),
+        volume=lab.name("v6host-data"),
+        secret_files={"VPN_PASSWORD_FILE": PASSWORD},
+        wan_ipv6=address,
+    )
+    assert server.identity() == address  # written in capitals, normalised as the server does
+    client = lab.start_client(server, dial_ipv6=True)
+    assert client.server_address == address
+    result = client.connect("alice", PASSWORD.decode())
+    assert result.connected, result.error
+    assert result.virtual_ip_v6 is None  # no pool: IPv4 only inside
+    traffic = reach(client, lab.target(server))
+    assert traffic.tcp_source == server.egress().address, traffic
+    leaf = x509.load_pem_x509_certificate(eng.read_file(server.container, LEAF))
+    names = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(address)]
+    assert names.get_values_for_type(x509.DNSName) == [address]  # what Windows checks
+    server.remove()
 
 
 def test_services_of_the_server_stay_closed_over_ipv6(lab: Lab, nat66: Server) -> None:
