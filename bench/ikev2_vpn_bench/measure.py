@@ -65,7 +65,7 @@ class Plan:
     flood_rate: float = 400.0  # IKE_SA_INITs per second, cookies ignored
     flood_addresses: int = 4
     iperf_seconds: int = 5
-    esp_variants: tuple[str, ...] = ("aes128gcm16", "aes256-sha256")
+    esp_variants: tuple[str, ...] = ("aes256gcm16", "aes256-sha256")
     parallel_streams: int = 4
 
     @classmethod

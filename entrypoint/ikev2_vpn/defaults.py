@@ -15,6 +15,7 @@ CLIENTS_DIR_NAME: Final = "clients"  # in DATA_DIR: one directory of profiles pe
 CHARON: Final = Path("/usr/lib/ipsec/charon")
 CONNECTION_NAME: Final = "ikev2-vpn"
 POOL_V4_NAME: Final = "pool-v4"  # with VPN_POOL_V4_STATIC: the ranges beside it, "pool-v4-2"
+POOL_V6_NAME: Final = "pool-v6"
 # With static IPs: the connection that asks every client for its EAP identity and accepts
 # none, so charon moves on to the user's own connection (see ikev2_vpn/render.py). It
 # requires a group that EAP-MSCHAPv2 users never have.
@@ -97,11 +98,20 @@ DOS_CONFIG: Final = {
 # Largest TCP MSS that fits through NAT-T encapsulation on a 1500-byte path (and through
 # kernel-libipsec's 1400-byte ipsec0 device).
 TCP_MSS: Final = 1360
+# The same segments over IPv6: MTU 1400 minus 40 bytes of IPv6 and 20 of TCP header.
+TCP_MSS_V6: Final = 1340
 SYSCTLS: Final = {
     "net.ipv4.ip_forward": "1",
     # Redirects make no sense on a tunnel endpoint and leak the topology.
     "net.ipv4.conf.all.accept_redirects": "0",
     "net.ipv4.conf.all.send_redirects": "0",
+}
+# With VPN_POOL_V6. Docker turns IPv6 off in "all" and "default" (so also on ipsec0, which
+# charon creates later) and leaves it on only for interfaces of IPv6 networks; setting
+# "all" sets "default" too. Both must come from --sysctl: /proc/sys is read-only otherwise.
+SYSCTLS_V6: Final = {
+    "net.ipv6.conf.all.disable_ipv6": "0",
+    "net.ipv6.conf.all.forwarding": "1",
 }
 
 # --- RADIUS (VPN_RADIUS_SERVERS) -----------------------------------------------------------

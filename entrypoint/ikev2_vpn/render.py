@@ -39,7 +39,7 @@ from pydantic import SecretStr
 
 from . import defaults
 from .apply.backend import BackendChoice
-from .settings import Account, Backend, IPAddress, ProposalSet, RadiusServer
+from .settings import Account, Backend, IPAddress, ProposalSet, RadiusServer, V6Egress
 from .state.credentials import ServerCredentials
 from .state.users import nt_hash
 
@@ -122,6 +122,9 @@ class Plan:
     allow_server_access: bool = False  # VPN_ALLOW_SERVER_ACCESS: the container's own services
     allow_link_local: bool = False  # VPN_ALLOW_LINK_LOCAL: 169.254.0.0/16, fe80::/10
     radius: RadiusPlan | None = None  # users live in RADIUS; ``accounts`` is then empty
+    pool_v6: ipaddress.IPv6Network | None = None  # VPN_POOL_V6: dual stack when set
+    pool_v6_egress: V6Egress = V6Egress.NAT66  # VPN_POOL_V6_EGRESS
+    egress_interface_v6: str | None = None  # the IPv6 default route's (with pool_v6)
 
     def users(self) -> UsersPlan:
         return UsersPlan(
@@ -131,6 +134,7 @@ class Plan:
             proposals=proposals(self.proposals, self.backend.esp_gcm),
             dns=self.dns,
             dpd_delay=self.dpd_delay,
+            pool_v6=self.pool_v6,
         )
 
 
@@ -151,6 +155,7 @@ class UsersPlan:
     proposals: Proposals
     dns: tuple[IPAddress, ...]
     dpd_delay: int = 30
+    pool_v6: ipaddress.IPv6Network | None = None  # static users get a v6 address from it
 
 
 @dataclass(frozen=True)
@@ -242,6 +247,19 @@ def dynamic_pools(
     return tuple(Pool(name, f"{a}-{b}") for name, (a, b) in zip(names, ranges, strict=False))
 
 
+def v6_pools(pool_v6: ipaddress.IPv6Network | None) -> tuple[Pool, ...]:
+    """The IPv6 pool, listed after the IPv4 ones: charon leases one address per family a
+    client asks for, each from the first listed pool of that family that has one free."""
+    return () if pool_v6 is None else (Pool(defaults.POOL_V6_NAME, str(pool_v6)),)
+
+
+def full_tunnel(pool_v6: ipaddress.IPv6Network | None) -> tuple[str, ...]:
+    """The server's traffic selector. ::/0 next to 0.0.0.0/0 once clients get IPv6
+    addresses: Apple devices install no IPv6 routes into the tunnel otherwise, and the
+    others would send their IPv6 traffic around it."""
+    return ("0.0.0.0/0",) if pool_v6 is None else ("0.0.0.0/0", "::/0")
+
+
 def strongswan_conf(plan: Plan) -> str:
     radius = plan.radius
     return render_template(
@@ -289,6 +307,7 @@ def swanctl_conf(plan: Plan) -> str:
         connection=_generic(plan),
         identify=_identify(plan),
         pools=dynamic_pools(plan.pool_v4, plan.pool_v4_static),
+        pools_v6=v6_pools(plan.pool_v6),
         dns=plan.dns,
         users_file=USERS_FILE,
     )
@@ -309,11 +328,16 @@ def users_conf(users: UsersPlan) -> str:
 
 
 def nftables_conf(plan: Plan) -> str:
+    nat66 = plan.pool_v6 is not None and plan.pool_v6_egress is V6Egress.NAT66
     return render_template(
         "nftables.conf.j2",
         pool_v4=plan.pool_v4,
         egress=plan.egress_interface,
         mss=defaults.TCP_MSS,
+        pool_v6=plan.pool_v6,
+        mss_v6=defaults.TCP_MSS_V6,
+        # NAT66 masquerades out of the IPv6 egress; routed and NDP-proxied pools leave as is.
+        nat66_egress=plan.egress_interface_v6 if nat66 else None,
         client_isolation=plan.client_isolation,
         allow_server_access=plan.allow_server_access,
         allow_link_local=plan.allow_link_local,
@@ -332,8 +356,11 @@ def client_access(plan: Plan) -> str:
     def say(allowed: bool) -> str:
         return "yes" if allowed else "no"
 
+    behind = "yes (NAT)"
+    if plan.pool_v6 is not None:
+        behind = f"yes (IPv4: NAT, IPv6: {plan.pool_v6_egress})"
     return (
-        "VPN clients may reach: the networks behind the server yes (NAT); "
+        f"VPN clients may reach: the networks behind the server {behind}; "
         f"each other {say(not plan.client_isolation)} (VPN_CLIENT_ISOLATION); "
         f"services of this container {say(plan.allow_server_access)} "
         "(VPN_ALLOW_SERVER_ACCESS); "
@@ -360,6 +387,7 @@ class Connection:
     child: str = defaults.CONNECTION_NAME
     dpd_delay: str = defaults.DPD_DELAY
     rekey_time: str = defaults.SERVER_REKEY_TIME
+    local_ts: tuple[str, ...] = ("0.0.0.0/0",)
 
     @property
     def certs(self) -> str | None:
@@ -385,7 +413,7 @@ class Connection:
             "remote": remote,
             "children": {
                 self.child: {
-                    "local_ts": ["0.0.0.0/0"],
+                    "local_ts": list(self.local_ts),
                     "esp_proposals": list(self.proposals.esp),
                     "dpd_action": "clear",
                     "rekey_time": self.rekey_time,
@@ -404,10 +432,14 @@ def _generic(plan: Plan) -> Connection:
         defaults.CONNECTION_NAME,
         plan.host,
         proposals(plan.proposals, plan.backend.esp_gcm),
-        pools=tuple(pool.name for pool in dynamic_pools(plan.pool_v4, plan.pool_v4_static)),
+        pools=tuple(
+            pool.name
+            for pool in (*dynamic_pools(plan.pool_v4, plan.pool_v4_static), *v6_pools(plan.pool_v6))
+        ),
         remote_auth="eap-mschapv2" if plan.radius is None else "eap-radius",
         explain=True,
         dpd_delay=f"{plan.dpd_delay}s",
+        local_ts=full_tunnel(plan.pool_v6),
     )
 
 
@@ -432,12 +464,13 @@ def _static(static: StaticAddress, users: UsersPlan) -> Connection:
         static.connection,
         users.host,
         users.proposals,
-        pools=(static.pool,),
+        pools=(static.pool, *(pool.name for pool in v6_pools(users.pool_v6))),
         with_certificate=False,
         eap_id=static.user,
         remote_addrs=RANK_STATIC,
         unique="replace",
         dpd_delay=f"{users.dpd_delay}s",
+        local_ts=full_tunnel(users.pool_v6),
     )
 
 
@@ -454,7 +487,11 @@ def vici_config(plan: Plan) -> ViciConfig:
         authorities=tuple(plan.credentials.authority_pems()),
         key={"type": "any", "data": plan.credentials.key_pem},
         shared=users.shared,
-        pools={**{pool.name: _pool(pool.addrs, plan.dns) for pool in dynamic}, **users.pools},
+        pools={
+            **{pool.name: _pool(pool.addrs, plan.dns) for pool in dynamic},
+            **{pool.name: _pool(pool.addrs, ()) for pool in v6_pools(plan.pool_v6)},
+            **users.pools,
+        },
         connection=connection,
         static_connections=users.connections,
     )
@@ -504,4 +541,9 @@ def static_connection(static: StaticAddress, users: UsersPlan) -> dict[str, Any]
 
 
 def _pool(addrs: str, dns: tuple[IPAddress, ...]) -> dict[str, Any]:
-    return {"addrs": addrs, "dns": [str(server) for server in dns]}
+    """A pool; its DNS servers (of both families) go to every client of a connection that
+    lists it. The IPv6 pool carries none: the IPv4 pools already push them all."""
+    pool: dict[str, Any] = {"addrs": addrs}
+    if dns:
+        pool["dns"] = [str(server) for server in dns]
+    return pool

@@ -83,6 +83,14 @@ class AcmeFallback(StrEnum):
     SELF_SIGNED = "self-signed"
 
 
+class V6Egress(StrEnum):
+    """How clients' IPv6 traffic leaves the server (VPN_POOL_V6_EGRESS)."""
+
+    NAT66 = "nat66"  # masqueraded behind the server's IPv6 address (a ULA pool)
+    ROUTED = "routed"  # the provider routes the pool to the server: forwarded as is
+    NDP_PROXY = "ndp-proxy"  # the pool is part of the on-link /64: the server answers NDP
+
+
 class Account(BaseModel):
     """A VPN login: EAP-MSCHAPv2 name and password."""
 
@@ -262,6 +270,8 @@ class Settings(BaseSettings):
     users_file: Annotated[UsersFile | None, NoDecode] = None
     pool_v4: ipaddress.IPv4Network = defaults.POOL_V4
     pool_v4_static: ipaddress.IPv4Network | None = None
+    pool_v6: ipaddress.IPv6Network | None = None  # off unless set
+    pool_v6_egress: V6Egress = V6Egress.NAT66
     dns: Annotated[tuple[IPAddress, ...], NoDecode] = (
         ipaddress.IPv4Address("1.1.1.1"),
         ipaddress.IPv4Address("1.0.0.1"),
@@ -425,6 +435,34 @@ class Settings(BaseSettings):
             )
         return pool
 
+    @field_validator("pool_v6", mode="before")
+    @classmethod
+    def _pool_v6(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        example = "fd00:10:10::/112"
+        try:
+            if "/" not in value:
+                raise ValueError(value)
+            pool = ipaddress.IPv6Network(value, strict=False)
+        except ValueError:
+            raise ValueError(
+                f"{value!r} is not an IPv6 network; use CIDR notation like {example}"
+            ) from None
+        if ipaddress.IPv6Address(value.partition("/")[0]) != pool.network_address:
+            raise ValueError(f"{value!r} has host bits set; use {pool}")
+        if not V6_POOL_MIN_PREFIX <= pool.prefixlen <= V6_POOL_MAX_PREFIX:
+            raise ValueError(
+                f"/{pool.prefixlen} is out of range; use a prefix from /{V6_POOL_MIN_PREFIX} "
+                f"to /{V6_POOL_MAX_PREFIX}, such as {example}"
+            )
+        if any(pool.overlaps(special) for special in _NOT_A_POOL_V6):
+            raise ValueError(
+                f"{pool} is not unicast address space clients can use; use a ULA prefix "
+                f"such as {example}, or the prefix your provider routes to this server"
+            )
+        return pool
+
     @field_validator("dns", mode="before")
     @classmethod
     def _dns(cls, value: Any) -> Any:
@@ -457,6 +495,7 @@ class Settings(BaseSettings):
         "acme_key_type",
         "acme_fallback",
         "profile_passwords",
+        "pool_v6_egress",
         mode="before",
     )
     @classmethod
@@ -468,6 +507,7 @@ class Settings(BaseSettings):
             "acme_key_type": KeyType,
             "acme_fallback": AcmeFallback,
             "profile_passwords": ProfilePasswords,
+            "pool_v6_egress": V6Egress,
         }[info.field_name]
         if isinstance(value, str) and value.lower() not in {c.value for c in choices}:
             allowed = ", ".join(c.value for c in choices)
@@ -607,6 +647,19 @@ def _ipv4_network(value: str, example: str) -> ipaddress.IPv4Network:
     return network
 
 
+# IPv6 pools: from a /48 (what providers delegate; strongSwan caps a pool at 2^31 leases
+# anyway) to a /120 (256 addresses, like a /24).
+V6_POOL_MIN_PREFIX = 48
+V6_POOL_MAX_PREFIX = 120
+# VPN_POOL_V6_EGRESS=ndp-proxy adds one neighbour proxy entry per pool address at start.
+V6_NDP_PROXY_MIN_PREFIX = 116
+ULA = ipaddress.IPv6Network("fc00::/7")
+_NOT_A_POOL_V6 = tuple(
+    ipaddress.IPv6Network(net)
+    for net in ("::/8", "fe80::/10", "fec0::/10", "ff00::/8", "64:ff9b::/96", "2002::/16")
+)  # unspecified, loopback and v4-mapped (::/8), link-local, site-local, multicast, NAT64, 6to4
+
+
 def _has_zone(address: IPAddress) -> bool:
     """A scoped IPv6 address ("fe80::1%eth0"): the zone index may hold any text, braces and
     newlines included, and clients cannot dial it anyway."""
@@ -705,6 +758,7 @@ def _check_combinations(settings: Settings) -> None:
     _check_acme(settings)
     _check_radius(settings)
     _check_static_block(settings)
+    _check_pool_v6(settings)
     if settings.cert is CertSource.SELF_SIGNED and (settings.chain_path is not None):
         raise ConfigError(
             "VPN_CHAIN_PATH",
@@ -773,6 +827,42 @@ def _check_radius(settings: Settings) -> None:
             "VPN_POOL_V4_STATIC",
             "static IPs belong to local users, and with VPN_RADIUS_SERVERS users live in RADIUS",
             "unset VPN_POOL_V4_STATIC",
+        )
+
+
+def _check_pool_v6(settings: Settings) -> None:
+    pool, egress = settings.pool_v6, settings.pool_v6_egress
+    if pool is None:
+        if egress is not V6Egress.NAT66:
+            raise ConfigError(
+                "VPN_POOL_V6_EGRESS",
+                "is only used with VPN_POOL_V6",
+                "set VPN_POOL_V6 or unset VPN_POOL_V6_EGRESS",
+            )
+        if v6 := [server for server in settings.dns if server.version == 6]:
+            # Without a v6 pool the tunnel carries no IPv6 (only 0.0.0.0/0 is tunnelled).
+            raise ConfigError(
+                "VPN_DNS",
+                f"{v6[0]} is an IPv6 server, and clients get no IPv6 address or route "
+                "through the tunnel without VPN_POOL_V6",
+                "set VPN_POOL_V6 or list only IPv4 servers",
+            )
+        return
+    if egress is V6Egress.NAT66 and not pool.subnet_of(ULA):
+        raise ConfigError(
+            "VPN_POOL_V6",
+            f"{pool} is not a unique local (fc00::/7) prefix, and with NAT66 clients would "
+            "shadow whoever owns it",
+            "use a ULA prefix such as fd00:10:10::/112, or VPN_POOL_V6_EGRESS=routed for a "
+            "prefix routed to this server",
+        )
+    if egress is V6Egress.NDP_PROXY and pool.prefixlen < V6_NDP_PROXY_MIN_PREFIX:
+        raise ConfigError(
+            "VPN_POOL_V6",
+            f"/{pool.prefixlen} is too large for VPN_POOL_V6_EGRESS=ndp-proxy (one neighbour "
+            "proxy entry per address)",
+            f"use a /{V6_NDP_PROXY_MIN_PREFIX} to /{V6_POOL_MAX_PREFIX} inside the server's "
+            "on-link /64",
         )
 
 
@@ -849,7 +939,9 @@ def describe(settings: Settings) -> Iterable[str]:
     yield (
         f"VPN_POOL_V4={settings.pool_v4} "
         f"VPN_POOL_V4_STATIC={settings.pool_v4_static or '(none)'} "
-        f"VPN_DNS={','.join(map(str, settings.dns))} "
+        f"VPN_POOL_V6={settings.pool_v6 or '(off)'} "
+        + (f"VPN_POOL_V6_EGRESS={settings.pool_v6_egress} " if settings.pool_v6 else "")
+        + f"VPN_DNS={','.join(map(str, settings.dns))} "
         f"VPN_IPSEC_BACKEND={settings.ipsec_backend} VPN_PROPOSALS={settings.proposals} "
         f"VPN_CERT={settings.cert}"
     )

@@ -25,6 +25,7 @@ from .settings import (
     AcmeFallback,
     CertSource,
     Settings,
+    V6Egress,
     describe,
     load_settings,
     unknown_variables,
@@ -45,9 +46,11 @@ def run() -> int:
     for line in describe(settings):
         log.info(line)
 
-    # What the system offers (read-only, except the probe's throw-away XFRM state).
+    # What the system offers (read-only, except the probe's throw-away XFRM state and, with
+    # VPN_POOL_V6, its sysctls where /proc/sys is writable).
     egress = network.find_egress()
     network.check_pool(settings.pool_v4, egress)
+    egress_v6 = _egress_v6(settings)
     choice = backend.choose_backend(
         settings.ipsec_backend, backend.probe_kernel(), backend.tun_available()
     )
@@ -82,11 +85,24 @@ def run() -> int:
         allow_server_access=settings.allow_server_access,
         allow_link_local=settings.allow_link_local,
         radius=_radius(settings, identity.host),
+        pool_v6=settings.pool_v6,
+        pool_v6_egress=settings.pool_v6_egress,
+        egress_interface_v6=egress_v6.interface if egress_v6 else None,
     )
 
     # Apply.
     network.enable_forwarding()
     network.apply_firewall(render.nftables_conf(plan))
+    if settings.pool_v6 is not None and egress_v6 is not None:
+        if settings.pool_v6_egress is V6Egress.NDP_PROXY:
+            count = network.add_ndp_proxies(settings.pool_v6, egress_v6.interface)
+            log.info("NDP proxy: answering for %d pool addresses on %s", count, egress_v6.interface)
+        log.info(
+            "IPv6: clients get addresses from %s, leaving through %s (%s)",
+            settings.pool_v6,
+            egress_v6.interface,
+            settings.pool_v6_egress,
+        )
     log.info(render.client_access(plan))
     write_configuration(render.strongswan_conf(plan), render.swanctl_conf(plan), credentials)
     write_users_configuration(render.users_conf(plan.users()))
@@ -183,6 +199,16 @@ def _radius(settings: Settings, host: str) -> render.RadiusPlan | None:
         accounting_port=settings.radius_accounting_port,
         interim_interval=settings.radius_interim_interval,
     )
+
+
+def _egress_v6(settings: Settings) -> network.EgressV6 | None:
+    """With VPN_POOL_V6: where IPv6 leaves, once the sysctls and the pool are known to fit."""
+    if settings.pool_v6 is None:
+        return None
+    network.check_ipv6_sysctls(settings.pool_v6_egress)
+    found = network.find_egress_v6()
+    network.check_pool_v6(settings.pool_v6, settings.pool_v6_egress, found)
+    return found
 
 
 @dataclass(frozen=True)

@@ -215,6 +215,16 @@ def network_addresses(container: Container) -> dict[str, str]:
     return {name: data["IPAddress"] for name, data in networks.items() if data.get("IPAddress")}
 
 
+def network_addresses_v6(container: Container) -> dict[str, str]:
+    """Global IPv6 address of the container on each IPv6 network, by network name."""
+    networks: Mapping[str, Any] = container.attrs["NetworkSettings"].get("Networks") or {}
+    return {
+        name: data["GlobalIPv6Address"]
+        for name, data in networks.items()
+        if data.get("GlobalIPv6Address")
+    }
+
+
 def log_tail(container: Container, lines: int = 30, hide: Iterable[str] = ()) -> str:
     """The container's last log lines with secrets masked."""
     try:

@@ -57,12 +57,15 @@ class Lab:
         image: str = DEFAULT_IMAGE,
         client_image: str | None = None,
         log: Log = _quiet,
+        ipv6: bool = False,
     ) -> None:
+        """``ipv6``: the topology's networks are dual stack (IPv6 in 2001:db8::/32)."""
         self.engine = engine or eng.connect_engine()
         self.run_id = run_id or eng.new_run_id()
         self.image = image  # for servers
         self.client_image = client_image  # for clients and targets; None: the server's image
         self.log = log
+        self.ipv6 = ipv6
         self._topology: Topology | None = None
         self._targets: dict[str, Target] = {}
         self._clients = 0
@@ -94,7 +97,9 @@ class Lab:
     def topology(self) -> Topology:
         """This run's wan and egress networks (created on first use)."""
         if self._topology is None:
-            self._topology = ensure_topology(self.engine, self.name("net"), self.run_id)
+            self._topology = ensure_topology(
+                self.engine, self.name("net"), self.run_id, ipv6=self.ipv6
+            )
         return self._topology
 
     def volume(self, name: str | None = None) -> str:
@@ -121,6 +126,8 @@ class Lab:
         privileges: Privileges | None = None,
         wait: bool = True,
         timeout_s: float = HEALTH_TIMEOUT_S,
+        sysctls: Mapping[str, str] | None = None,
+        wan_ipv6: str | None = None,
     ) -> Server:
         """Start a server on this run's topology (egress first, then wan).
 
@@ -129,7 +136,9 @@ class Lab:
         With ``wait`` it returns once healthy and after checking that the default route
         leaves through the egress network; without, right after start (for settings that
         must make it exit: see :meth:`Server.wait_exit`). ``privileges``: capabilities,
-        sysctls and devices other than the server's defaults.
+        sysctls and devices other than the server's defaults. ``sysctls``: more than the
+        privileges' ones. ``wan_ipv6``: the server's IPv6 address on the wan network (of
+        an ``ipv6`` lab), known before start so that it can be VPN_HOST.
         """
         settings = dict(env or {})
         if "VPN_HOST" not in settings:
@@ -147,6 +156,8 @@ class Lab:
             restart=restart,
             labels=eng.labels(self.run_id, "server"),
             privileges=privileges or Privileges(),
+            sysctls=dict(sysctls or {}),
+            ipv6_addresses={topology.wan: wan_ipv6} if wan_ipv6 else {},
         )
         for network in spec.networks:
             self._ensure_aliases_free(network, spec.aliases.get(network, ()))
@@ -264,6 +275,23 @@ class Lab:
             )
         return self._targets[network]
 
+    def target_v6(self, server: Server) -> Target:
+        """An IPv6-only target on the server's egress network (started on first use)."""
+        network = server.egress().network
+        if network is None or not self.ipv6:
+            raise HelperError("an IPv6 target needs a lab with ipv6=True and a server on it")
+        key = f"{network} v6"
+        if key not in self._targets:
+            self._targets[key] = Target.start(
+                self.engine,
+                image=self._image_of(server),
+                network=network,
+                name=self.name(f"target-{len(self._targets) + 1}"),
+                run_id=self.run_id,
+                ipv6_only=True,
+            )
+        return self._targets[key]
+
     def start_client(
         self,
         server: Server,
@@ -274,27 +302,35 @@ class Lab:
         server_id: str | None = None,
         log_level: int = 1,
         retransmit: Retransmit | None = None,
+        ipv6: bool = False,
+        dial_ipv6: bool = False,
     ) -> VpnClient:
         """A client that trusts the server's CA and dials its address on a shared network.
 
-        ``retransmit``: the client's charon timers (None: strongSwan's defaults)."""
+        ``retransmit``: the client's charon timers (None: strongSwan's defaults). ``ipv6``:
+        the client can use an IPv6 virtual address; ``dial_ipv6``: it dials the server's
+        IPv6 address (IKE and ESP over IPv6)."""
         networks = server.networks()
         if network is None:
             network = choose_client_network(networks, server.egress().network, self._wans())
         if network not in networks:
             raise HelperError(f"server {server.name} is not attached to network {network}")
+        addresses = server.networks_v6() if dial_ipv6 else networks
+        if network not in addresses:
+            raise HelperError(f"server {server.name} has no IPv6 address on network {network}")
         self._clients += 1
         return VpnClient.start(
             self.engine,
             image=self._image_of(server),
             network=network,
-            server_address=networks[network],
+            server_address=addresses[network],
             server_id=server_id or server.identity(),
             ca_pem=ca_pem or server.ca_certificate(),
             name=name or self.name(f"client-{self._clients}"),
             run_id=self.run_id,
             log_level=log_level,
             retransmit=retransmit,
+            ipv6=ipv6,
         )
 
     def start_clients(self, server: Server, count: int) -> list[VpnClient]:

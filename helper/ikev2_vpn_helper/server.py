@@ -15,7 +15,14 @@ from docker.errors import APIError, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 # Facts about the server image come from the container package itself (pure data).
-from ikev2_vpn.defaults import CA_CERT_NAME, CONNECTION_NAME, DATA_DIR, POOL_V4, SYSCTLS
+from ikev2_vpn.defaults import (
+    CA_CERT_NAME,
+    CONNECTION_NAME,
+    DATA_DIR,
+    POOL_V4,
+    SYSCTLS,
+    SYSCTLS_V6,
+)
 
 from . import engine as eng
 from .errors import HelperError
@@ -37,7 +44,9 @@ class Privileges:
 
     cap_add: Sequence[str] = CAPABILITIES
     cap_drop: Sequence[str] = ()
-    sysctls: Mapping[str, str] = field(default_factory=lambda: dict(SYSCTLS))
+    # The IPv6 ones for VPN_POOL_V6 always: harmless without it, and compose.yaml sets
+    # them too.
+    sysctls: Mapping[str, str] = field(default_factory=lambda: {**SYSCTLS, **SYSCTLS_V6})
     devices: Sequence[str] = DEVICES
     security_opt: Sequence[str] = ()
 
@@ -70,6 +79,10 @@ class ServerSpec:
     # benchmarks); its health check is then off, since the image's one asks the entrypoint.
     entrypoint: Sequence[str] | None = None
     privileges: Privileges = field(default_factory=Privileges)
+    sysctls: Mapping[str, str] = field(default_factory=dict)  # beyond the privileges' ones
+    # A fixed IPv6 address per network (not the first: it is attached at creation), for a
+    # VPN_HOST that is the server's IPv6 address.
+    ipv6_addresses: Mapping[str, str] = field(default_factory=dict)
 
     def volume_name(self) -> str:
         return self.volume or f"{self.name}-data"
@@ -98,36 +111,7 @@ class Egress:
 def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
     """Create, fill and start a server container (it may still be starting up)."""
     networks = list(spec.networks)
-    options: dict[str, Any] = {
-        "name": spec.name,
-        "environment": spec.environment(),
-        "cap_add": list(spec.privileges.cap_add),
-        "cap_drop": list(spec.privileges.cap_drop),
-        "devices": list(spec.privileges.devices),
-        "sysctls": dict(spec.privileges.sysctls),  # what the entrypoint would otherwise ask for
-        "security_opt": list(spec.privileges.security_opt),
-        "volumes": {spec.volume_name(): {"bind": "/data", "mode": "rw"}},
-        "labels": {**eng.labels(None, "server"), **spec.labels},
-        "detach": True,
-    }
-    if spec.entrypoint is not None:
-        options["entrypoint"] = list(spec.entrypoint)
-        options["healthcheck"] = {"test": ["NONE"]}
-    if spec.restart:
-        options["restart_policy"] = {"Name": spec.restart}
-    if spec.publish:
-        options["ports"] = {"500/udp": 500, "4500/udp": 4500}
-    unknown = set(spec.aliases) - set(networks)
-    if unknown:
-        raise ValueError(f"aliases for networks the server is not on: {sorted(unknown)}")
-    if networks:
-        options["network"] = networks[0]
-        if spec.aliases.get(networks[0]):
-            options["networking_config"] = {
-                networks[0]: engine.api.create_endpoint_config(
-                    aliases=list(spec.aliases[networks[0]])
-                )
-            }
+    options = _create_options(engine, spec)
     try:
         container = engine.containers.create(spec.image, **options)
     except ImageNotFound:
@@ -152,7 +136,9 @@ def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
             )
         for network in networks[1:]:
             engine.networks.get(network).connect(
-                container, aliases=list(spec.aliases.get(network, ())) or None
+                container,
+                aliases=list(spec.aliases.get(network, ())) or None,
+                ipv6_address=spec.ipv6_addresses.get(network),
             )
         container.start()
     except (APIError, HelperError) as error:
@@ -160,6 +146,45 @@ def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
         detail = error.explanation if isinstance(error, APIError) else str(error)
         raise HelperError(f"cannot start container {spec.name}: {detail}") from None
     return Server(container, hide=secret_values(spec.env, spec.secret_files))
+
+
+def _create_options(engine: docker.DockerClient, spec: ServerSpec) -> dict[str, Any]:
+    """The engine's container options for ``spec`` (attached to its first network)."""
+    networks = list(spec.networks)
+    options: dict[str, Any] = {
+        "name": spec.name,
+        "environment": spec.environment(),
+        "cap_add": list(spec.privileges.cap_add),
+        "cap_drop": list(spec.privileges.cap_drop),
+        "devices": list(spec.privileges.devices),
+        # What the entrypoint would otherwise ask for.
+        "sysctls": {**spec.privileges.sysctls, **spec.sysctls},
+        "security_opt": list(spec.privileges.security_opt),
+        "volumes": {spec.volume_name(): {"bind": "/data", "mode": "rw"}},
+        "labels": {**eng.labels(None, "server"), **spec.labels},
+        "detach": True,
+    }
+    if spec.entrypoint is not None:
+        options["entrypoint"] = list(spec.entrypoint)
+        options["healthcheck"] = {"test": ["NONE"]}
+    if spec.restart:
+        options["restart_policy"] = {"Name": spec.restart}
+    if spec.publish:
+        options["ports"] = {"500/udp": 500, "4500/udp": 4500}
+    unknown = set(spec.aliases) - set(networks)
+    if unknown:
+        raise ValueError(f"aliases for networks the server is not on: {sorted(unknown)}")
+    if set(spec.ipv6_addresses) - set(networks[1:]):
+        raise ValueError("fixed IPv6 addresses only on networks after the first")
+    if networks:
+        options["network"] = networks[0]
+        if spec.aliases.get(networks[0]):
+            options["networking_config"] = {
+                networks[0]: engine.api.create_endpoint_config(
+                    aliases=list(spec.aliases[networks[0]])
+                )
+            }
+    return options
 
 
 def secret_values(env: Mapping[str, str], files: Mapping[str, bytes] | None = None) -> list[str]:
@@ -312,6 +337,11 @@ class Server:
         """The server's address on each of its networks."""
         self.container.reload()
         return eng.network_addresses(self.container)
+
+    def networks_v6(self) -> dict[str, str]:
+        """The server's global IPv6 address on each of its IPv6 networks."""
+        self.container.reload()
+        return eng.network_addresses_v6(self.container)
 
 
 # --- parsing (pure) ------------------------------------------------------------------------

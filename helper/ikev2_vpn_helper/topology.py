@@ -11,6 +11,9 @@ role starts with its own documentation range (192.0.2.0/24 wan, 198.51.100.0/24 
 and moves on to the others when it is taken. Slots that overlap the host's own networks are
 never used: some machines (this project's CI among them) sit in a documentation range
 themselves, and a bridge holding the host's gateway address cuts the host off.
+
+With ``ipv6``, both networks are dual stack: each also gets a free /64 of IPv6's
+documentation prefix 2001:db8::/32 (RFC 3849), found the same way.
 """
 
 from __future__ import annotations
@@ -37,6 +40,8 @@ TEST_NET_3 = ipaddress.IPv4Network("203.0.113.0/24")
 WAN_SPACES = (TEST_NET_1, TEST_NET_3, TEST_NET_2)
 EGRESS_SPACES = (TEST_NET_2, TEST_NET_3, TEST_NET_1)
 SLOT_PREFIX = 26
+IPV6_DOC = ipaddress.IPv6Network("2001:db8::/32")
+SLOT_PREFIX_V6 = 64
 LABEL_TOPOLOGY = "ikev2-vpn.topology"
 
 
@@ -49,6 +54,8 @@ class Topology:
     egress: str
     wan_subnet: ipaddress.IPv4Network
     egress_subnet: ipaddress.IPv4Network
+    wan_subnet_v6: ipaddress.IPv6Network | None = None  # dual stack topologies only
+    egress_subnet_v6: ipaddress.IPv6Network | None = None
 
 
 def network_names(name: str) -> tuple[str, str]:
@@ -70,16 +77,36 @@ def free_subnets(
                 yield slot
 
 
+def free_subnets_v6(
+    space: ipaddress.IPv6Network,
+    taken: Iterable[ipaddress.IPv6Network],
+    prefix: int = SLOT_PREFIX_V6,
+) -> Iterator[ipaddress.IPv6Network]:
+    """IPv6 slots of ``space`` (in order) that overlap none of ``taken``."""
+    used = list(taken)
+    for slot in space.subnets(new_prefix=prefix):
+        if not any(slot.overlaps(other) for other in used):
+            yield slot
+
+
 def engine_subnets(engine: docker.DockerClient) -> list[ipaddress.IPv4Network]:
+    return [s for s in _engine_networks(engine) if isinstance(s, ipaddress.IPv4Network)]
+
+
+def engine_subnets_v6(engine: docker.DockerClient) -> list[ipaddress.IPv6Network]:
+    return [s for s in _engine_networks(engine) if isinstance(s, ipaddress.IPv6Network)]
+
+
+def _engine_networks(
+    engine: docker.DockerClient,
+) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     subnets = []
     for network in engine.networks.list():
         for pool in (network.attrs.get("IPAM") or {}).get("Config") or []:
             try:
-                subnet = ipaddress.ip_network(pool.get("Subnet", ""), strict=False)
+                subnets.append(ipaddress.ip_network(pool.get("Subnet", ""), strict=False))
             except ValueError:
                 continue
-            if isinstance(subnet, ipaddress.IPv4Network):
-                subnets.append(subnet)
     return subnets
 
 
@@ -89,23 +116,38 @@ def host_subnets() -> list[ipaddress.IPv4Network]:
     Read with ``ip`` when the engine runs on this host; elsewhere nothing can be known and
     the engine's own subnets are all that is avoided.
     """
+    subnets = []
+    for text in _host_prefixes("-4"):
+        try:
+            subnets.append(ipaddress.IPv4Network(text, strict=False))
+        except ValueError:
+            continue
+    return subnets
+
+
+def host_subnets_v6() -> list[ipaddress.IPv6Network]:
+    """The same for IPv6."""
+    subnets = []
+    for text in _host_prefixes("-6"):
+        try:
+            subnets.append(ipaddress.IPv6Network(text, strict=False))
+        except ValueError:
+            continue
+    return subnets
+
+
+def _host_prefixes(family: str) -> Iterator[str]:
     ip = shutil.which("ip")
     if ip is None or not eng.engine_is_local():
-        return []
-    subnets = []
-    for argv in ([ip, "-j", "-4", "route", "show", "table", "all"], [ip, "-j", "-4", "addr"]):
+        return
+    for argv in ([ip, "-j", family, "route", "show", "table", "all"], [ip, "-j", family, "addr"]):
         try:
             output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
             entries = json.loads(output or "[]")
         except (OSError, subprocess.CalledProcessError, ValueError):
             continue
         for entry in entries:
-            for text in _prefixes(entry):
-                try:
-                    subnets.append(ipaddress.IPv4Network(text, strict=False))
-                except ValueError:
-                    continue
-    return subnets
+            yield from _prefixes(entry)
 
 
 def _prefixes(entry: dict[str, object]) -> Iterator[str]:
@@ -117,18 +159,38 @@ def _prefixes(entry: dict[str, object]) -> Iterator[str]:
             yield f"{info['local']}/{info['prefixlen']}"
 
 
-def ensure_topology(engine: docker.DockerClient, name: str, run_id: str | None = None) -> Topology:
+def ensure_topology(
+    engine: docker.DockerClient, name: str, run_id: str | None = None, *, ipv6: bool = False
+) -> Topology:
     """Create the two networks of topology ``name``, or reuse them when they exist."""
     wan_name, egress_name = network_names(name)
-    wan = _ensure_network(engine, wan_name, name, "wan", WAN_SPACES, internal=True, run_id=run_id)
-    egress = _ensure_network(
-        engine, egress_name, name, "egress", EGRESS_SPACES, internal=False, run_id=run_id
+    wan = _ensure_network(
+        engine, wan_name, name, "wan", WAN_SPACES, internal=True, run_id=run_id, ipv6=ipv6
     )
-    return Topology(name, wan.name, egress.name, _subnet_of(wan), _subnet_of(egress))
+    egress = _ensure_network(
+        engine, egress_name, name, "egress", EGRESS_SPACES, internal=False, run_id=run_id, ipv6=ipv6
+    )
+    return Topology(
+        name,
+        wan.name,
+        egress.name,
+        _subnet_of(wan),
+        _subnet_of(egress),
+        _subnet_v6_of(wan),
+        _subnet_v6_of(egress),
+    )
+
+
+def _subnets(network: Network) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    return [ipaddress.ip_network(pool["Subnet"]) for pool in network.attrs["IPAM"]["Config"]]
 
 
 def _subnet_of(network: Network) -> ipaddress.IPv4Network:
-    return ipaddress.IPv4Network(network.attrs["IPAM"]["Config"][0]["Subnet"])
+    return next(s for s in _subnets(network) if isinstance(s, ipaddress.IPv4Network))
+
+
+def _subnet_v6_of(network: Network) -> ipaddress.IPv6Network | None:
+    return next((s for s in _subnets(network) if isinstance(s, ipaddress.IPv6Network)), None)
 
 
 def _ensure_network(
@@ -140,6 +202,7 @@ def _ensure_network(
     *,
     internal: bool,
     run_id: str | None,
+    ipv6: bool = False,
 ) -> Network:
     try:
         return engine.networks.get(name)
@@ -154,13 +217,21 @@ def _ensure_network(
                 f"no free /{SLOT_PREFIX} left in the documentation ranges for network {name}; "
                 "remove old test networks with `ikev2-vpn-helper clean --all`"
             )
+        pools = [IPAMPool(subnet=str(slot))]
+        if ipv6:
+            taken_v6 = [*engine_subnets_v6(engine), *host_subnets_v6()]
+            slot_v6 = next(free_subnets_v6(IPV6_DOC, taken_v6), None)
+            if slot_v6 is None:
+                raise HelperError(f"no free /{SLOT_PREFIX_V6} left in {IPV6_DOC} for {name}")
+            pools.append(IPAMPool(subnet=str(slot_v6)))
         try:
             return engine.networks.create(
                 name,
                 driver="bridge",
                 internal=internal,
                 labels=labels,
-                ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=str(slot))]),
+                enable_ipv6=ipv6,
+                ipam=IPAMConfig(pool_configs=pools),
                 check_duplicate=True,
             )
         except APIError as error:

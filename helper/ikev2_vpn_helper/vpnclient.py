@@ -112,6 +112,7 @@ class ClientProfile:
     esp_proposals: str | None = None
     persistent: bool = False
     dpd_delay_s: int = 2
+    ipv6: bool = False  # also ask for an IPv6 address and tunnel ::/0
 
 
 @dataclass(frozen=True)
@@ -159,6 +160,7 @@ def render_swanctl_conf(profile: ClientProfile) -> str:
             esp_proposals=profile.esp_proposals,
             persistent=profile.persistent,
             dpd_delay=profile.dpd_delay_s,
+            ipv6=profile.ipv6,
         )
     )
 
@@ -189,19 +191,22 @@ class ConnectResult:
     """One connection attempt, as a user would see it."""
 
     connected: bool
-    virtual_ip: str | None = None
+    virtual_ip: str | None = None  # the IPv4 one, when there is one
     dns: list[str] = field(default_factory=list)
     connect_ms: float | None = None
     error: str | None = None
     log: list[str] = field(default_factory=list)
+    virtual_ip_v6: str | None = None
 
     @classmethod
     def from_probe(cls, answer: dict[str, Any]) -> ConnectResult:
         vips = [str(ip) for ip in answer.get("virtual_ips", [])]
         v4 = [ip for ip in vips if ipaddress.ip_address(ip).version == 4]
+        v6 = [ip for ip in vips if ipaddress.ip_address(ip).version == 6]
         return cls(
             connected=bool(answer.get("connected")),
             virtual_ip=next(iter(v4 or vips), None),
+            virtual_ip_v6=next(iter(v6), None),
             dns=[str(server) for server in answer.get("dns", [])],
             connect_ms=answer.get("connect_ms"),
             error=answer.get("error"),
@@ -291,11 +296,13 @@ def _create(
         raise HelperError(f"cannot create container {name}: {error.explanation}") from None
 
 
-def _address_on(container: Container, network: str) -> str:
+def _address_on(container: Container, network: str, *, ipv6: bool = False) -> str:
     container.reload()
-    address = eng.network_addresses(container).get(network)
+    found = eng.network_addresses_v6 if ipv6 else eng.network_addresses
+    address = found(container).get(network)
     if not address:
-        raise HelperError(f"container {container.name} got no IPv4 address on {network}")
+        family = "IPv6" if ipv6 else "IPv4"
+        raise HelperError(f"container {container.name} got no {family} address on {network}")
     return address
 
 
@@ -318,7 +325,12 @@ class Target:
         run_id: str | None,
         port: int = TARGET_PORT,
         cap_add: Sequence[str] = (),  # NET_ADMIN: for tests that add addresses to it
+        ipv6_only: bool = False,
     ) -> Target:
+        """With ``ipv6_only`` the target loses its IPv4 address and answers at its IPv6
+        address on ``network`` only (Docker networks always have IPv4)."""
+        if ipv6_only:
+            cap_add = [*cap_add, "NET_ADMIN"]
         container = _create(
             engine,
             image,
@@ -331,6 +343,9 @@ class Target:
         eng.put_files(container, [eng.FileSpec(TARGET_SERVICE, client_script("target_service.py"))])
         container.start()
         _wait_for(lambda: b"listening" in container.logs(), container, "target service")
+        if ipv6_only:
+            eng.run_checked(container, ["ip", "-4", "address", "flush", "scope", "global"])
+            return cls(container, _address_on(container, network, ipv6=True), port)
         return cls(container, _address_on(container, network), port)
 
     @classmethod
@@ -390,7 +405,10 @@ class VpnClient:
         run_id: str | None,
         log_level: int = 1,
         retransmit: Retransmit | None = None,
+        ipv6: bool = False,
     ) -> VpnClient:
+        """``ipv6``: IPv6 on for the client's ipsec0 too (Docker turns it off for
+        interfaces made later), so it can use an IPv6 virtual address."""
         container = _create(
             engine,
             image,
@@ -400,6 +418,7 @@ class VpnClient:
             cap_add=["NET_ADMIN"],
             devices=["/dev/net/tun:/dev/net/tun:rwm"],
             labels=eng.labels(run_id, "client"),
+            **({"sysctls": {"net.ipv6.conf.all.disable_ipv6": "0"}} if ipv6 else {}),
         )
         eng.put_files(
             container,
@@ -430,12 +449,14 @@ class VpnClient:
         esp_proposals: str | None = None,
         plain_secret: bool = False,
         server_id: str | None = None,
+        ipv6: bool = False,
     ) -> ConnectResult:
         """Dial the server as ``user``; the result says what a user would have seen.
 
         ``ike_proposals``/``esp_proposals``: proposals to offer, in order, separated by
         commas (None: strongSwan's defaults). ``server_id``: the identity to expect from the
         server this time, e.g. the one a profile names (None: the client's ``server_id``).
+        ``ipv6``: ask for an IPv6 address as well and send IPv6 through the tunnel.
         """
         profile = ClientProfile(
             self.server_address,
@@ -443,6 +464,7 @@ class VpnClient:
             user,
             proposal_list(ike_proposals),
             proposal_list(esp_proposals),
+            ipv6=ipv6,
         )
         self._hide.append(password)
         eng.put_files(

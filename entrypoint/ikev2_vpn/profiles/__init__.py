@@ -28,6 +28,7 @@ class ProfileInput:
     dns: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
     pool_v4: ipaddress.IPv4Network
     always_on: bool = False  # VPN_PROFILE_ALWAYS_ON: Apple on-demand "connect always"
+    ipv6: bool = False  # VPN_POOL_V6 is set: clients that must ask for IPv6 do
     connection_name: str = ""  # shown on the device; empty: "IKEv2 VPN <host>"
 
     @property

@@ -82,6 +82,7 @@ def swanctl_conf(profile: ProfileInput) -> bytes:
         ike=ike,
         esp=esp,
         secret=secret,
+        ipv6=profile.ipv6,
     ).encode()
 
 

@@ -85,6 +85,7 @@ def profile_for(
         dns=settings.dns,
         pool_v4=settings.pool_v4,
         always_on=settings.profile_always_on,
+        ipv6=settings.pool_v6 is not None,
     )
 
 

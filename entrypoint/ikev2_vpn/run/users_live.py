@@ -311,6 +311,7 @@ class LiveUsers:
             proposals=render.proposals(self.settings.proposals, self.facts.esp_gcm),
             dns=self.settings.dns,
             dpd_delay=self.settings.dpd_delay,
+            pool_v6=self.settings.pool_v6,
         )
 
     def _apply(self, store: UserStore, change: Callable[[Vici], int]) -> int:

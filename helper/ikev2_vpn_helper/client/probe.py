@@ -139,32 +139,46 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+# ICMP echo request and reply types, and whether received packets start with an IP header
+# (raw IPv4 sockets deliver it, raw ICMPv6 sockets do not).
+_ICMP = {4: (socket.AF_INET, socket.IPPROTO_ICMP, 8, 0, True)}
+_ICMP[6] = (socket.AF_INET6, socket.IPPROTO_ICMPV6, 128, 129, False)
+
+
+def _version(address: str) -> int:
+    return 6 if ":" in address else 4
+
+
 def ping(address: str, count: int, timeout_s: float, size: int = 15) -> dict[str, Any]:
     """ICMP echo over a raw socket (the container has CAP_NET_RAW); no ping binary needed.
-    ``size``: bytes of payload per echo (an IPv4 packet carries 28 more)."""
+    ``size``: bytes of payload per echo (an IPv4 packet carries 28 more). For IPv6 the
+    kernel fills in the ICMPv6 checksum (it covers a pseudo-header)."""
+    family, protocol, request, reply, ip_header = _ICMP[_version(address)]
     ident = os.getpid() & 0xFFFF
     replies, rtts = 0, []
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+    with socket.socket(family, socket.SOCK_RAW, protocol) as sock:
         sock.settimeout(timeout_s)
         for sequence in range(1, count + 1):
             payload = b"ikev2-vpn-check".ljust(size, b".")[:size]
-            header = struct.pack("!BBHHH", 8, 0, 0, ident, sequence)
-            packet = (
-                struct.pack("!BBHHH", 8, 0, _checksum(header + payload), ident, sequence) + payload
-            )
+            header = struct.pack("!BBHHH", request, 0, 0, ident, sequence)
+            checksum = _checksum(header + payload) if family == socket.AF_INET else 0
+            packet = struct.pack("!BBHHH", request, 0, checksum, ident, sequence) + payload
             sent = time.monotonic()
             sock.sendto(packet, (address, 0))
             deadline = sent + timeout_s
             while time.monotonic() < deadline:
                 try:
-                    data, (source, _) = sock.recvfrom(2048)
+                    data, peer = sock.recvfrom(2048)
                 except TimeoutError:
                     break
-                offset = (data[0] & 0x0F) * 4
+                offset = (data[0] & 0x0F) * 4 if ip_header else 0
+                if len(data) < offset + 8:
+                    continue
                 kind, _, _, reply_ident, reply_sequence = struct.unpack(
                     "!BBHHH", data[offset : offset + 8]
                 )
-                if (kind, reply_ident, reply_sequence, source) == (0, ident, sequence, address):
+                same = socket.inet_pton(family, peer[0]) == socket.inet_pton(family, address)
+                if (kind, reply_ident, reply_sequence) == (reply, ident, sequence) and same:
                     replies += 1
                     rtts.append(round((time.monotonic() - sent) * 1000, 2))
                     break

@@ -21,16 +21,41 @@ _icmp_sources: list[str] = []
 _lock = threading.Lock()
 
 
-def watch_icmp() -> None:
-    """Record the source of each ICMP echo request (the kernel answers them itself)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP) as sock:
+def watch_icmp(family: int = socket.AF_INET) -> None:
+    """Record the source of each ICMP echo request (the kernel answers them itself). Raw
+    ICMPv6 sockets get the ICMPv6 message without the IP header."""
+    if family == socket.AF_INET:
+        protocol, request = socket.IPPROTO_ICMP, 8
+    else:
+        protocol, request = socket.IPPROTO_ICMPV6, 128
+    with socket.socket(family, socket.SOCK_RAW, protocol) as sock:
         while True:
-            data, (source, _) = sock.recvfrom(2048)
-            offset = (data[0] & 0x0F) * 4
-            if len(data) > offset and data[offset] == 8:
+            data, peer = sock.recvfrom(2048)
+            offset = (data[0] & 0x0F) * 4 if family == socket.AF_INET else 0
+            if len(data) > offset and data[offset] == request:
                 with _lock:
-                    if source not in _icmp_sources:
-                        _icmp_sources.append(source)
+                    if peer[0] not in _icmp_sources:
+                        _icmp_sources.append(peer[0])
+
+
+class ReporterV6(socketserver.ThreadingTCPServer):
+    """The same service on IPv6 alone (the IPv4 one keeps reporting plain IPv4 peers)."""
+
+    address_family = socket.AF_INET6
+
+    def server_bind(self) -> None:
+        self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        super().server_bind()
+
+
+def serve_ipv6(port: int) -> None:
+    """Also answer over IPv6 where the container has it (silently skipped otherwise)."""
+    try:
+        server = ReporterV6(("::", port), Reporter)
+        threading.Thread(target=watch_icmp, args=(socket.AF_INET6,), daemon=True).start()
+    except OSError:
+        return
+    threading.Thread(target=server.serve_forever, daemon=True).start()
 
 
 class Reporter(socketserver.BaseRequestHandler):
@@ -52,6 +77,7 @@ def main() -> int:
         return 0
     threading.Thread(target=watch_icmp, daemon=True).start()
     socketserver.ThreadingTCPServer.allow_reuse_address = True
+    serve_ipv6(args.port)
     with socketserver.ThreadingTCPServer(("0.0.0.0", args.port), Reporter) as server:  # noqa: S104
         print(f"target listening on TCP port {args.port}", flush=True)
         server.serve_forever()
