@@ -828,6 +828,14 @@ def _check_radius(settings: Settings) -> None:
             "static IPs belong to local users, and with VPN_RADIUS_SERVERS users live in RADIUS",
             "unset VPN_POOL_V4_STATIC",
         )
+    if settings.radius_accounting_port is None:
+        for server in settings.radius_servers:
+            if server.auth_port >= 65535:
+                raise ConfigError(
+                    "VPN_RADIUS_SERVERS",
+                    f"{server} leaves no port for accounting (its port + 1 is beyond 65535)",
+                    "set VPN_RADIUS_ACCOUNTING_PORT, or use the server's usual port 1812",
+                )
 
 
 def _check_pool_v6(settings: Settings) -> None:

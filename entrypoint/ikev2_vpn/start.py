@@ -10,6 +10,7 @@ import functools
 import logging
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from . import defaults, render
 from .apply import backend, network
@@ -17,7 +18,7 @@ from .apply.files import write_configuration, write_radius_secrets, write_users_
 from .errors import ConfigError
 from .identity import ServerIdentity, resolve_identity
 from .profiles import writer
-from .run import metrics, users_live, vici_session
+from .run import users_live, vici_session
 from .run.bans import BanGuard
 from .run.charon import Supervisor
 from .run.renewal import Renewer
@@ -33,6 +34,9 @@ from .settings import (
 from .state import acme, certcheck, pki
 from .state.credentials import ServerCredentials
 from .state.users import STORE_NAME, ResolvedAccounts, resolve_accounts, usable_static_ips
+
+if TYPE_CHECKING:
+    from .run import metrics
 
 log = logging.getLogger("ikev2_vpn")
 
@@ -149,6 +153,8 @@ def _start_metrics(
     costs the metrics, not the VPN: one error line, and the server starts anyway."""
     if settings.metrics_port is None:
         return None
+    from .run import metrics  # prometheus_client: about 3 MiB, only when asked for
+
     collector = metrics.VpnCollector(choice.backend.value)
     try:
         metrics.serve(settings.metrics_port, collector)

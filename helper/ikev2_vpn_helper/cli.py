@@ -26,7 +26,11 @@ from .users import read_password, run_users, users_argv
 
 PASSWORD_ENV = "VPN_CHECK_PASSWORD"  # noqa: S105 - a variable name
 # Settings whose values are secrets, and the *_FILE setting that carries them as a file.
-SECRET_SETTINGS = {"VPN_PASSWORD": "VPN_PASSWORD_FILE", "VPN_USERS": "VPN_USERS_FILE"}
+SECRET_SETTINGS = {
+    "VPN_PASSWORD": "VPN_PASSWORD_FILE",
+    "VPN_USERS": "VPN_USERS_FILE",
+    "VPN_RADIUS_SECRET": "VPN_RADIUS_SECRET_FILE",
+}
 
 
 DESCRIPTIONS = {
@@ -415,7 +419,7 @@ def cmd_run(args: argparse.Namespace, engine: docker.DockerClient) -> int:
         f"(egress {egress.address} on {egress.network})"
     )
     print(f"clients trust the CA in /data/ca.crt: docker cp {server.name}:/data/ca.crt .")
-    if not user_given(env, files):
+    if not user_given(env, files) and not env.get("VPN_RADIUS_SERVERS"):
         print(f"no user given: the generated login is in `docker logs {server.name}` (shown once)")
     return 0
 

@@ -44,9 +44,7 @@ class Privileges:
 
     cap_add: Sequence[str] = CAPABILITIES
     cap_drop: Sequence[str] = ()
-    # The IPv6 ones for VPN_POOL_V6 always: harmless without it, and compose.yaml sets
-    # them too.
-    sysctls: Mapping[str, str] = field(default_factory=lambda: {**SYSCTLS, **SYSCTLS_V6})
+    sysctls: Mapping[str, str] = field(default_factory=lambda: dict(SYSCTLS))
     devices: Sequence[str] = DEVICES
     security_opt: Sequence[str] = ()
 
@@ -157,8 +155,13 @@ def _create_options(engine: docker.DockerClient, spec: ServerSpec) -> dict[str, 
         "cap_add": list(spec.privileges.cap_add),
         "cap_drop": list(spec.privileges.cap_drop),
         "devices": list(spec.privileges.devices),
-        # What the entrypoint would otherwise ask for.
-        "sysctls": {**spec.privileges.sysctls, **spec.sysctls},
+        # What the entrypoint would otherwise ask for; the IPv6 ones only with VPN_POOL_V6,
+        # as compose.yaml does (a host booted without IPv6 cannot set them).
+        "sysctls": {
+            **spec.privileges.sysctls,
+            **(SYSCTLS_V6 if spec.env.get("VPN_POOL_V6") else {}),
+            **spec.sysctls,
+        },
         "security_opt": list(spec.privileges.security_opt),
         "volumes": {spec.volume_name(): {"bind": "/data", "mode": "rw"}},
         "labels": {**eng.labels(None, "server"), **spec.labels},
@@ -189,7 +192,7 @@ def _create_options(engine: docker.DockerClient, spec: ServerSpec) -> dict[str, 
 
 def secret_values(env: Mapping[str, str], files: Mapping[str, bytes] | None = None) -> list[str]:
     """Passwords in a server's settings and secret files: masked in anything shown."""
-    values = [env.get("VPN_PASSWORD", "")]
+    values = [env.get("VPN_PASSWORD", ""), env.get("VPN_RADIUS_SECRET", "")]
     values += [pair.partition(":")[2] for pair in env.get("VPN_USERS", "").split()]
     for setting, content in (files or {}).items():
         text = content.decode(errors="replace")

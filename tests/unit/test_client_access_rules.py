@@ -23,10 +23,12 @@ from ikev2_vpn.settings import Backend, ProposalSet
 POOL = "10.10.10.0/24"
 COMBINATIONS = list(itertools.product((False, True), repeat=3))
 LINK_LOCAL_V4 = f"ip saddr {POOL} ip daddr 169.254.0.0/16 drop"
-LINK_LOCAL_V6 = "ip6 daddr fe80::/10 drop"
 CLIENT_TO_CLIENT = f"ip saddr {POOL} ip daddr {POOL} drop"
 TO_SERVER = f"ip saddr {POOL} drop"
 ACCEPT = f'iifname "ipsec0" ip saddr {POOL} accept'  # userspace backend
+# The rest of the pool's packets, after the accepts: the chain's policy accepts, so that it
+# leaves alone what is not the pool's (a host's own forwarding under host networking).
+POOL_DROPS = [f"ip saddr {POOL} drop", f"ip daddr {POOL} drop"]
 
 
 @pytest.fixture(scope="module")
@@ -73,9 +75,9 @@ def test_defaults_are_the_closed_ones(base: render.Plan) -> None:
     )
     assert chain(base, "forward") == [
         LINK_LOCAL_V4,
-        LINK_LOCAL_V6,
         ACCEPT,
         f"ip daddr {POOL} ct state established,related accept",
+        *POOL_DROPS,
     ]
     assert chain(base, "input_from_clients") == [
         f"ip saddr {POOL} ct state established,related accept",
@@ -94,7 +96,6 @@ def test_each_setting_adds_or_removes_only_its_own_rules(
 
     assert (CLIENT_TO_CLIENT in forward) is isolation
     assert (LINK_LOCAL_V4 in forward) is not link_local
-    assert (LINK_LOCAL_V6 in forward) is not link_local
     assert (LINK_LOCAL_V4 in to_server) is not link_local
     assert (TO_SERVER in to_server) is not server
 
@@ -104,6 +105,7 @@ def test_each_setting_adds_or_removes_only_its_own_rules(
     assert forward[accept:] == [
         ACCEPT,
         f"ip daddr {POOL} ct state established,related accept",
+        *POOL_DROPS,
     ]
     assert to_server[0] == f"ip saddr {POOL} ct state established,related accept"
 
@@ -119,6 +121,15 @@ def test_ike_and_esp_from_anywhere_stay_open(
     header = "type filter hook input priority filter; policy accept;"
     assert header in text
     assert all(rule.startswith(f"ip saddr {POOL} ") for rule in chain(plan, "input_from_clients"))
+
+
+def test_forwarding_of_others_is_left_alone(base: render.Plan) -> None:
+    """Under host networking the forward hook also sees the host's other traffic (other
+    containers, a router's own routes): every drop names the pool, and the policy accepts."""
+    text = render.nftables_conf(base)
+    assert "type filter hook forward priority filter; policy accept;" in text
+    drops = [rule for rule in chain(base, "forward") if rule.endswith(" drop")]
+    assert drops and all(POOL in rule for rule in drops)
 
 
 def test_clients_are_not_masqueraded_towards_each_other(base: render.Plan) -> None:

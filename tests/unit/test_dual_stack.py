@@ -226,20 +226,25 @@ def test_routed_pools_are_forwarded_without_nat(plan: render.Plan, egress: V6Egr
     assert f'iifname "ipsec0" ip6 saddr {POOL_V6} accept' in forward
     # Nobody outside may open a connection to a client's routed address.
     assert f"ip6 daddr {POOL_V6} ct state established,related accept" in forward
-    assert not [rule for rule in forward if f"ip6 daddr {POOL_V6}" in rule and "ct" not in rule]
+    # Only replies reach it: the one other rule naming it as destination is the final drop.
+    others = [rule for rule in forward if f"ip6 daddr {POOL_V6}" in rule and "ct" not in rule]
+    assert others == [f"ip6 daddr {POOL_V6} drop"]
+    assert forward[-1] == f"ip6 daddr {POOL_V6} drop"
 
 
 def test_client_access_rules_hold_for_ipv6(plan: render.Plan) -> None:
     closed = replace(plan, client_isolation=True)
     forward, local = rules(closed, "forward"), rules(closed, "input_from_clients")
-    assert "ip6 daddr fe80::/10 drop" in forward
+    assert f"ip6 saddr {POOL_V6} ip6 daddr fe80::/10 drop" in forward
+    assert f"ip6 saddr {POOL_V6} ip6 daddr fd00:ec2::254 drop" in forward  # AWS metadata
     assert f"ip6 saddr {POOL_V6} ip6 daddr {POOL_V6} drop" in forward
     assert f"ip6 saddr {POOL_V6} ip6 daddr fe80::/10 drop" in local
     assert local[-1] == f"ip6 saddr {POOL_V6} drop"  # the server's own IPv6 addresses
     opened = replace(plan, allow_server_access=True, allow_link_local=True)
     every = render.nftables_conf(opened)
     assert "fe80::/10" not in every
-    assert f"ip6 saddr {POOL_V6} drop" not in every
+    assert "fd00:ec2::254" not in every
+    assert f"ip6 saddr {POOL_V6} drop" not in rules(opened, "input_from_clients")
     assert f"ip6 saddr {POOL_V6} ip6 daddr {POOL_V6} drop" not in every
 
 

@@ -50,6 +50,14 @@ def test_secrets_move_from_environment_to_files() -> None:
     assert files == {"VPN_PASSWORD_FILE": b"p w#", "VPN_USERS_FILE": b"a:1\nb:2\n"}
 
 
+def test_the_radius_secret_moves_to_a_file_too() -> None:
+    env, files = secrets_to_files(
+        {"VPN_RADIUS_SERVERS": "radius.example.test", "VPN_RADIUS_SECRET": "s3 cret"}
+    )
+    assert env == {"VPN_RADIUS_SERVERS": "radius.example.test"}
+    assert files == {"VPN_RADIUS_SECRET_FILE": b"s3 cret"}
+
+
 def test_a_secret_and_its_file_setting_together_are_refused() -> None:
     with pytest.raises(HelperError, match="keep one"):
         secrets_to_files({"VPN_PASSWORD": "x", "VPN_PASSWORD_FILE": "/run/x"})

@@ -91,3 +91,18 @@ def test_secret_values_cover_settings_and_files() -> None:
     files = {"VPN_PASSWORD_FILE": b"four\n", "VPN_USERS_FILE": b"c:five six\n"}
     assert secret_values(env, files) == ["one", "two", "three", "four", "five six"]
     assert secret_values({"VPN_HOST": "x"}) == []
+    assert secret_values({"VPN_RADIUS_SECRET": "shared"}) == ["shared"]
+    assert secret_values({}, {"VPN_RADIUS_SECRET_FILE": b"shared\n"}) == ["shared"]
+
+
+def test_ipv6_sysctls_only_for_servers_with_an_ipv6_pool() -> None:
+    """A host booted without IPv6 cannot create a container that sets them (compose.yaml
+    leaves them commented out for the same reason)."""
+    from ikev2_vpn.defaults import SYSCTLS, SYSCTLS_V6
+    from ikev2_vpn_helper.server import ServerSpec, _create_options
+
+    engine = None  # only asked for network aliases, which these specs have none of
+    plain = _create_options(engine, ServerSpec(env={"VPN_HOST": "vpn.example.test"}))
+    assert plain["sysctls"] == dict(SYSCTLS)
+    dual = ServerSpec(env={"VPN_POOL_V6": "fd00:10:10::/112"}, sysctls={"x.y": "1"})
+    assert _create_options(engine, dual)["sysctls"] == {**SYSCTLS, **SYSCTLS_V6, "x.y": "1"}

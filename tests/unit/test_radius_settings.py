@@ -250,3 +250,18 @@ def test_bad_nas_identifier(reject: Reject, value: str) -> None:
 )
 def test_numbers_out_of_range(reject: Reject, setting: str, value: str) -> None:
     reject(setting, **RADIUS, **{setting: value})
+
+
+def test_the_last_port_leaves_none_for_accounting(reject: Reject, load: Load) -> None:
+    error = reject(
+        "VPN_RADIUS_SERVERS",
+        VPN_RADIUS_SERVERS="radius.example.com:65535",
+        VPN_RADIUS_SECRET=SECRET,
+    )
+    assert "VPN_RADIUS_ACCOUNTING_PORT" in error.fix
+    settings = load(
+        VPN_RADIUS_SERVERS="radius.example.com:65535",
+        VPN_RADIUS_SECRET=SECRET,
+        VPN_RADIUS_ACCOUNTING_PORT="1813",
+    )
+    assert settings.radius_servers[0].auth_port == 65535

@@ -685,10 +685,12 @@ def test_forwarding_is_limited_to_the_pool_out_of_a_tunnel(
 ) -> None:
     """A pool source alone is not enough: a spoofed one arriving in the clear is dropped."""
     plan = replace(plan, backend=BackendChoice(backend, "test", esp_gcm=True))
-    assert chain(plan, "forward")[0] == "type filter hook forward priority filter; policy drop;"
-    assert chain(plan, "forward")[-2:] == [
+    assert chain(plan, "forward")[0] == "type filter hook forward priority filter; policy accept;"
+    assert chain(plan, "forward")[-4:] == [
         f"{from_tunnel} ip saddr 10.10.10.0/24 accept",
         "ip daddr 10.10.10.0/24 ct state established,related accept",
+        "ip saddr 10.10.10.0/24 drop",
+        "ip daddr 10.10.10.0/24 drop",
     ]
 
 

@@ -154,7 +154,8 @@ def check_ipv6_sysctls(egress: V6Egress) -> None:
         raise SystemSetupError(
             f"VPN_POOL_V6 is set but {', '.join(missing)} "
             f"{'is' if len(missing) == 1 else 'are'} not as needed and /proc/sys is "
-            f"read-only; add {flags} (sysctls: in compose) or unset VPN_POOL_V6"
+            f"read-only; add {flags} (sysctls: in compose, securityContext.sysctls in "
+            "Kubernetes) or unset VPN_POOL_V6"
         )
 
 
