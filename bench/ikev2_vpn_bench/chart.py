@@ -120,7 +120,7 @@ def draw(results: dict[str, Any], path: Path) -> None:
     names = list(variants)
     _bars(
         axes,
-        names,
+        [name.replace("ESP ", "ESP\n") for name in names],
         {
             "client to server": [variants[name].get("up_mbps") for name in names],
             "server to client": [variants[name].get("down_mbps") for name in names],
