@@ -91,3 +91,20 @@ def test_secret_values_cover_settings_and_files() -> None:
     files = {"VPN_PASSWORD_FILE": b"four\n", "VPN_USERS_FILE": b"c:five six\n"}
     assert secret_values(env, files) == ["one", "two", "three", "four", "five six"]
     assert secret_values({"VPN_HOST": "x"}) == []
+
+
+def test_secret_files_mounted_by_path_are_masked_too() -> None:
+    """The Kubernetes stand-in mounts a pod's Secret files by path (``files``), and the
+    settings point at them: their passwords are masked as if given as ``secret_files``."""
+    spec = ServerSpec(
+        env={
+            "VPN_USERS_FILE": "/run/secrets/ikev2-vpn/users",
+            "VPN_RADIUS_SECRET_FILE": "/run/secrets/elsewhere",  # not among the files
+        },
+        files={
+            "/run/secrets/ikev2-vpn/users": b"alice:pw one\nbob:pw:two\n",
+            "/etc/ikev2-vpn/ca.pem": b"not pointed at by a setting",
+        },
+        secret_files={"VPN_PASSWORD_FILE": b"three\n"},
+    )
+    assert spec.hidden_values() == ["pw one", "pw:two", "three"]
