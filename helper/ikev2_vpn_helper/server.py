@@ -88,6 +88,17 @@ class ServerSpec:
     def secret_path(self, setting: str) -> str:
         return f"{SECRETS_DIR}/{setting.removesuffix('_FILE').lower()}"
 
+    def hidden_values(self) -> list[str]:
+        """Passwords to mask in anything shown: in the settings, in ``secret_files``, and in
+        ``files`` that a ``*_FILE`` setting points at (a pod's Secret volume, as
+        :mod:`ikev2_vpn_helper.kubernetes` mounts it)."""
+        pointed_at = {
+            setting: self.files[path]
+            for setting, path in self.env.items()
+            if setting.endswith("_FILE") and path in self.files
+        }
+        return secret_values(self.env, {**pointed_at, **self.secret_files})
+
     def environment(self) -> dict[str, str]:
         env = dict(self.env)
         for setting in self.secret_files:
@@ -143,7 +154,7 @@ def start_server(engine: docker.DockerClient, spec: ServerSpec) -> Server:
         container.remove(force=True, v=True)
         detail = error.explanation if isinstance(error, APIError) else str(error)
         raise HelperError(f"cannot start container {spec.name}: {detail}") from None
-    return Server(container, hide=secret_values(spec.env, spec.secret_files))
+    return Server(container, hide=spec.hidden_values())
 
 
 def _create_options(engine: docker.DockerClient, spec: ServerSpec) -> dict[str, Any]:

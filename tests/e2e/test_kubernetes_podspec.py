@@ -5,7 +5,8 @@ kubectl's kustomize, as an operator would apply it, and its pod becomes one cont
 exactly its capabilities (drop ALL, then the manifest's), sysctls (plus the kernel's
 ip_unprivileged_port_start of 1024, which Kubernetes keeps and Docker lowers), TUN device,
 environment, Secret files and data volume. A client then connects through it. Memory use is
-printed (run with ``-s``) and compared with the manifest's request and limit.
+printed (run with ``-s``) and compared with the manifest's request and limit. With
+components/radius, a user who exists only in a real FreeRADIUS logs in through it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ import pytest
 
 from ikev2_vpn.defaults import SYSCTLS
 from ikev2_vpn_helper import kubernetes as k8s
+from ikev2_vpn_helper.errors import HelperError
 from ikev2_vpn_helper.lab import Lab
+from ikev2_vpn_helper.radius import Login, ensure_radius_image
 from ikev2_vpn_helper.server import Server
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +34,8 @@ PASSWORD = "pod spec: pw #1"
 USERS = f"alice:{PASSWORD}\nbob:other:pw\n"
 # What an operator puts in settings.env (test addresses: nothing leaves this machine).
 SETTINGS = "VPN_HOST=vpn.example.test\nVPN_DNS=203.0.113.53\nVPN_PROPOSALS=compatible\n"
+RADIUS_SECRET = "pod spec: radius #1"
+CAROL_PW = "Carol-in-radius-1"
 MiB = 1024 * 1024
 
 
@@ -187,5 +192,45 @@ def test_without_pod_sysctls_the_pod_forwards_as_its_node_does(lab: Lab, tree: P
         assert warned == {name for name, value in inherited.items() if value != SYSCTLS[name]}
         report = lab.check(server, "bob", "other:pw")
         assert report.ok, [finding for finding in report.findings if not finding.ok]
+    finally:
+        server.remove()
+
+
+def test_a_radius_user_connects_through_the_radius_component(
+    lab: Lab, engine: docker.DockerClient, tree: Path, tmp_path: Path
+) -> None:
+    """components/radius as README.md describes it: VPN_RADIUS_SERVERS in settings.env, an
+    empty users.txt, the shared secret in radius-secret. The pod reads the secret from its
+    Secret file, has no local users, and a user known only to RADIUS logs in."""
+    try:
+        radius_image = ensure_radius_image(engine, log=print)
+    except HelperError as error:
+        pytest.fail(f"this test needs the FreeRADIUS image: {error}", pytrace=False)
+    radius = lab.start_radius(RADIUS_SECRET, {"carol": CAROL_PW}, image=radius_image)
+    own = tmp_path / "kubernetes"
+    shutil.copytree(tree, own)
+    (own / "base" / "users.txt").write_text("")
+    (own / "base" / "settings.env").write_text(SETTINGS + f"VPN_RADIUS_SERVERS={radius.alias}\n")
+    (own / "components" / "radius" / "radius-secret").write_text(RADIUS_SECRET + "\n")
+    (own / "radius").mkdir()
+    (own / "radius" / "kustomization.yaml").write_text(
+        "resources: [../loadbalancer]\ncomponents: [../components/radius]\n"
+    )
+    stand_in = k8s.pod_stand_in(k8s.render(own / "radius"))
+    assert "VPN_USERS_FILE" not in stand_in.env
+    server = lab.start_server(
+        dict(stand_in.env),
+        name=lab.name("radius"),
+        volume=lab.name("radius-data"),
+        files=dict(stand_in.files),
+        privileges=stand_in.privileges,
+        restart=None,
+    )
+    try:
+        assert RADIUS_SECRET not in str(server.container.attrs)
+        report = lab.check(server, "carol", CAROL_PW)
+        assert report.ok, [finding for finding in report.findings if not finding.ok]
+        assert radius.logins() == [Login("carol", ok=True)]
+        assert RADIUS_SECRET not in server.container.logs().decode(errors="replace")
     finally:
         server.remove()

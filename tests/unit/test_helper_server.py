@@ -106,3 +106,20 @@ def test_ipv6_sysctls_only_for_servers_with_an_ipv6_pool() -> None:
     assert plain["sysctls"] == dict(SYSCTLS)
     dual = ServerSpec(env={"VPN_POOL_V6": "fd00:10:10::/112"}, sysctls={"x.y": "1"})
     assert _create_options(engine, dual)["sysctls"] == {**SYSCTLS, **SYSCTLS_V6, "x.y": "1"}
+
+
+def test_secret_files_mounted_by_path_are_masked_too() -> None:
+    """The Kubernetes stand-in mounts a pod's Secret files by path (``files``), and the
+    settings point at them: their passwords are masked as if given as ``secret_files``."""
+    spec = ServerSpec(
+        env={
+            "VPN_USERS_FILE": "/run/secrets/ikev2-vpn/users",
+            "VPN_RADIUS_SECRET_FILE": "/run/secrets/elsewhere",  # not among the files
+        },
+        files={
+            "/run/secrets/ikev2-vpn/users": b"alice:pw one\nbob:pw:two\n",
+            "/etc/ikev2-vpn/ca.pem": b"not pointed at by a setting",
+        },
+        secret_files={"VPN_PASSWORD_FILE": b"three\n"},
+    )
+    assert spec.hidden_values() == ["pw one", "pw:two", "three"]

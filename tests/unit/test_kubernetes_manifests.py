@@ -9,6 +9,7 @@ then compared with the image (Dockerfile) and the server's settings model.
 from __future__ import annotations
 
 import copy
+import os
 import re
 import shutil
 from collections.abc import Mapping
@@ -20,37 +21,71 @@ import pytest
 import yaml
 
 from ikev2_vpn import defaults
-from ikev2_vpn.settings import known_variables, unknown_variables
+from ikev2_vpn.errors import ConfigErrors
+from ikev2_vpn.settings import Settings, known_variables, load_settings, unknown_variables
 from ikev2_vpn_helper import kubernetes as k8s
 from ikev2_vpn_helper.errors import HelperError
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 VARIANTS = ("loadbalancer", "hostport")
+# An operator's own variants: loadbalancer/ with one component each (see `rendered`).
+COMPONENTS = ("node-forwarding", "radius", "metrics")
+# Pods that must run as they are: every variant but "radius-without-servers" (on purpose).
+PODS = (*VARIANTS, *COMPONENTS)
 TARGET = "1.31"  # the oldest version the manifests are written for (README: Kubernetes)
 VERSIONS = (TARGET, kubernetes_validate.utils.latest_version())
 USERS = b"alice:correct horse battery staple\nbob:pa:ss word\n"
+RADIUS_SECRET = b"radius: shared #1 secret\n"
+RADIUS_SERVERS = "radius1.example.com,radius2.example.com:1812"
+SECRET_DIR = "/run/secrets/ikev2-vpn"
 Resource = Mapping[str, Any]
+
+
+def with_own_variants(tree: Path) -> Path:
+    """An operator's own variants, as README.md shows them: loadbalancer/ plus a component
+    (named after it). Their kustomizations set no namespace, as an operator's need not."""
+    for component in COMPONENTS:
+        own = tree / component
+        own.mkdir()
+        (own / "kustomization.yaml").write_text(
+            f"resources: [../loadbalancer]\ncomponents: [../components/{component}]\n"
+        )
+    return tree
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The manifests as an operator has them: with a users.txt of their own."""
+    """The manifests as an operator has them: a users.txt and a radius-secret of their own,
+    settings.env as committed (no VPN_RADIUS_SERVERS)."""
     copy_of = tmp_path_factory.mktemp("deploy") / "kubernetes"
     shutil.copytree(MANIFESTS, copy_of)
     (copy_of / "base" / "users.txt").write_bytes(USERS)
-    return copy_of
+    (copy_of / "components" / "radius" / "radius-secret").write_bytes(RADIUS_SECRET)
+    return with_own_variants(copy_of)
 
 
 @pytest.fixture(scope="module")
-def rendered(tree: Path) -> dict[str, list[Resource]]:
-    """Each variant; "node-forwarding": an operator's own variant with that component."""
-    own = tree / "node-forwarding"
-    own.mkdir()
-    (own / "kustomization.yaml").write_text(
-        "resources: [../loadbalancer]\ncomponents: [../components/node-forwarding]\n"
-    )
-    return {name: k8s.render(tree / name) for name in ("base", *VARIANTS, "node-forwarding")}
+def radius_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """As an operator with users in RADIUS has it (README.md): VPN_RADIUS_SERVERS in
+    settings.env, and the empty users.txt that base still reads."""
+    copy_of = tmp_path_factory.mktemp("deploy-radius") / "kubernetes"
+    shutil.copytree(MANIFESTS, copy_of)
+    (copy_of / "base" / "users.txt").write_bytes(b"")
+    (copy_of / "components" / "radius" / "radius-secret").write_bytes(RADIUS_SECRET)
+    settings = copy_of / "base" / "settings.env"
+    settings.write_text(settings.read_text() + f"VPN_RADIUS_SERVERS={RADIUS_SERVERS}\n")
+    return with_own_variants(copy_of)
+
+
+@pytest.fixture(scope="module")
+def rendered(tree: Path, radius_tree: Path) -> dict[str, list[Resource]]:
+    """Each variant; "radius-without-servers": the radius component with the committed
+    settings.env, and users.txt left from a local setup."""
+    variants = {name: k8s.render(tree / name) for name in ("base", *VARIANTS, *COMPONENTS)}
+    variants["radius-without-servers"] = variants["radius"]
+    variants["radius"] = k8s.render(radius_tree / "radius")
+    return variants
 
 
 def validate(resource: Resource, version: str) -> None:
@@ -74,7 +109,7 @@ def pod(resources: list[Resource]) -> Resource:
 
 
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("variant", ("base", *VARIANTS, "node-forwarding"))
+@pytest.mark.parametrize("variant", ("base", *PODS, "radius-without-servers"))
 def test_every_rendered_resource_is_valid_for_the_target_version(
     rendered: dict[str, list[Resource]], variant: str, version: str
 ) -> None:
@@ -83,17 +118,22 @@ def test_every_rendered_resource_is_valid_for_the_target_version(
         validate(resource, version)
         kinds.append(resource["kind"])
     expected = {"Namespace", "ConfigMap", "Secret", "PersistentVolumeClaim", "Deployment"}
-    if variant in {"loadbalancer", "node-forwarding"}:
+    if variant not in {"base", "hostport"}:
         expected.add("Service")
-    assert sorted(kinds) == sorted(expected)
+    if variant == "metrics":
+        expected.add("NetworkPolicy")
+    assert sorted(kinds) == sorted(expected)  # one Secret: with RADIUS, not the users one
 
 
 def test_every_manifest_file_is_valid_on_its_own() -> None:
     """Each file a kustomization lists as a resource is a complete object (patches are
     checked as rendered)."""
     checked = []
-    for kustomization in MANIFESTS.glob("*/kustomization.yaml"):
-        listed = yaml.safe_load(kustomization.read_text())["resources"]
+    for kustomization in [
+        *MANIFESTS.glob("*/kustomization.yaml"),
+        *MANIFESTS.glob("components/*/kustomization.yaml"),
+    ]:
+        listed = yaml.safe_load(kustomization.read_text()).get("resources", [])
         for name in listed:
             path = kustomization.parent / name
             if path.is_dir():
@@ -101,7 +141,13 @@ def test_every_manifest_file_is_valid_on_its_own() -> None:
             for resource in yaml.safe_load_all(path.read_text()):
                 validate(resource, TARGET)
                 checked.append(path.name)
-    assert sorted(checked) == ["deployment.yaml", "namespace.yaml", "pvc.yaml", "service.yaml"]
+    assert sorted(checked) == [
+        "deployment.yaml",
+        "namespace.yaml",
+        "network-policy.yaml",
+        "pvc.yaml",
+        "service.yaml",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -132,7 +178,7 @@ def test_a_broken_manifest_is_rejected(
 # --- what the image and the server expect ------------------------------------------------
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", PODS)
 def test_every_environment_variable_is_a_setting_of_the_server(
     rendered: dict[str, list[Resource]], variant: str
 ) -> None:
@@ -142,22 +188,129 @@ def test_every_environment_variable_is_a_setting_of_the_server(
     assert unknown_variables(env) == []
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_passwords_come_from_secret_files_that_the_file_settings_point_at(
+@pytest.mark.parametrize("variant", PODS)
+def test_secrets_come_from_secret_files_that_the_file_settings_point_at(
     rendered: dict[str, list[Resource]], variant: str
 ) -> None:
     stand_in = k8s.pod_stand_in(rendered[variant])
     file_settings = {name: path for name, path in stand_in.env.items() if name.endswith("_FILE")}
-    assert file_settings == {"VPN_USERS_FILE": "/run/secrets/ikev2-vpn/users"}
-    assert set(file_settings.values()) == set(stand_in.files)
-    assert stand_in.files["/run/secrets/ikev2-vpn/users"] == USERS
+    if variant == "radius":
+        setting, path, content = (
+            "VPN_RADIUS_SECRET_FILE",
+            f"{SECRET_DIR}/radius-secret",
+            RADIUS_SECRET,
+        )
+    else:
+        setting, path, content = "VPN_USERS_FILE", f"{SECRET_DIR}/users", USERS
+    assert file_settings == {setting: path}
+    assert stand_in.files == {path: content}
     # Where a *_FILE variant exists, the secret is never an environment value.
-    assert not {"VPN_PASSWORD", "VPN_USERS"} & set(stand_in.env)
-    volume = next(v for v in pod(rendered[variant])["volumes"] if "secret" in v)
+    assert not {"VPN_PASSWORD", "VPN_USERS", "VPN_RADIUS_SECRET"} & set(stand_in.env)
+    (volume,) = (v for v in pod(rendered[variant])["volumes"] if "secret" in v)
     assert volume["secret"]["defaultMode"] == 0o400
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+def load_pod_settings(
+    stand_in: k8s.PodStandIn, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Settings:
+    """The server's settings model reading the pod's environment, with the Secret files at
+    a path of this machine in place of their mount path."""
+    for name in list(os.environ):
+        if name.upper().startswith(("VPN_", "ACME_")):
+            monkeypatch.delenv(name)
+    for name, value in stand_in.env.items():
+        here = tmp_path / Path(value).name
+        if name.endswith("_FILE"):
+            here.write_bytes(stand_in.files[value])
+        monkeypatch.setenv(name, str(here) if name.endswith("_FILE") else value)
+    return load_settings()
+
+
+@pytest.mark.parametrize("variant", PODS)
+def test_the_server_accepts_the_rendered_settings(
+    rendered: dict[str, list[Resource]],
+    variant: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    settings = load_pod_settings(k8s.pod_stand_in(rendered[variant]), monkeypatch, tmp_path)
+    assert settings.host == "vpn.example.com"
+    if variant == "radius":
+        assert [str(server) for server in settings.radius_servers] == [
+            "radius1.example.com:1812",
+            "radius2.example.com:1812",
+        ]
+        assert settings.radius_secret is not None
+        assert settings.radius_secret.get_secret_value() == RADIUS_SECRET.decode().strip()
+        assert settings.accounts() == ()
+    else:
+        assert [account.name for account in settings.accounts()] == ["alice", "bob"]
+    assert settings.metrics_port == (9814 if variant == "metrics" else None)
+
+
+def test_the_radius_component_without_radius_servers_stops_the_server_saying_so(
+    rendered: dict[str, list[Resource]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An operator who added the component but forgot VPN_RADIUS_SERVERS in settings.env
+    gets one line naming both, not a server with a generated local user nobody asked for."""
+    stand_in = k8s.pod_stand_in(rendered["radius-without-servers"])
+    assert "VPN_RADIUS_SERVERS" not in stand_in.env
+    with pytest.raises(ConfigErrors) as caught:
+        load_pod_settings(stand_in, monkeypatch, tmp_path)
+    assert str(caught.value) == (
+        "VPN_RADIUS_SECRET: is only used with VPN_RADIUS_SERVERS; "
+        "set VPN_RADIUS_SERVERS or unset VPN_RADIUS_SECRET"
+    )
+
+
+def test_components_combine_as_readme_shows(
+    radius_tree: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """README.md's own kustomization: hostport/ with users in RADIUS and metrics."""
+    mine = radius_tree / "mine"
+    mine.mkdir()
+    (mine / "kustomization.yaml").write_text(
+        "resources: [../hostport]\ncomponents: [../components/radius, ../components/metrics]\n"
+    )
+    resources = k8s.render(mine)
+    for resource in resources:
+        for version in VERSIONS:
+            validate(resource, version)
+    stand_in = k8s.pod_stand_in(resources)
+    assert "9814/tcp" in stand_in.ports
+    assert set(stand_in.files) == {f"{SECRET_DIR}/radius-secret"}
+    settings = load_pod_settings(stand_in, monkeypatch, tmp_path)
+    assert settings.radius_servers and settings.metrics_port == 9814
+
+
+@pytest.mark.parametrize("variant", ("radius", "radius-without-servers"))
+def test_the_radius_component_only_swaps_the_users_secret_for_the_radius_secret(
+    rendered: dict[str, list[Resource]], variant: str
+) -> None:
+    """Nothing of users.txt reaches the cluster (not even left over from a local setup),
+    and the pod is loadbalancer/'s but for the one Secret."""
+    swapped = copy.deepcopy(dict(k8s.find(rendered[variant], "Deployment")))
+    plain = copy.deepcopy(dict(k8s.find(rendered["loadbalancer"], "Deployment")))
+    for deployment in (swapped, plain):
+        spec = deployment["spec"]["template"]["spec"]
+        container = spec["containers"][0]
+        del container["envFrom"]  # the ConfigMaps differ in VPN_RADIUS_SERVERS
+        (secret,) = (v for v in spec["volumes"] if "secret" in v)
+        del secret["secret"]["secretName"]  # checked below
+        (secret_mount,) = (m for m in container["volumeMounts"] if m["name"] == secret["name"])
+        secret_mount["name"] = secret["name"] = "secret"
+        (file_setting,) = container["env"]
+        file_setting["name"] = file_setting["value"] = "secret file"
+    assert swapped == plain
+    secrets = [resource for resource in rendered[variant] if resource["kind"] == "Secret"]
+    assert [secret["metadata"]["name"] for secret in secrets] == [
+        next(v for v in pod(rendered[variant])["volumes"] if "secret" in v)["secret"]["secretName"]
+    ]
+    assert secrets[0]["metadata"]["name"].startswith("ikev2-vpn-radius-")
+    assert b"alice" not in yaml.safe_dump_all(rendered[variant]).encode()
+
+
+@pytest.mark.parametrize("variant", PODS)
 def test_probes_run_the_images_health_check(
     rendered: dict[str, list[Resource]], variant: str
 ) -> None:
@@ -172,13 +325,14 @@ def test_probes_run_the_images_health_check(
     }
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", PODS)
 def test_ports_are_the_images_exposed_ports(
     rendered: dict[str, list[Resource]], variant: str
 ) -> None:
     exposed = frozenset(dockerfile_instruction("EXPOSE").split())
     assert exposed == {"500/udp", "4500/udp", "80/tcp"}
-    assert k8s.pod_stand_in(rendered[variant]).ports == exposed
+    metrics = {"9814/tcp"} if variant == "metrics" else set()  # VPN_METRICS_PORT's, not EXPOSEd
+    assert k8s.pod_stand_in(rendered[variant]).ports == exposed | metrics
 
 
 def test_the_load_balancer_keeps_client_addresses_and_reaches_the_pod(
@@ -196,6 +350,17 @@ def test_the_load_balancer_keeps_client_addresses_and_reaches_the_pod(
         for port in service["spec"]["ports"]
     }
     assert offered == {(500, "UDP", 500), (4500, "UDP", 4500), (80, "TCP", 80)}
+
+
+def test_the_load_balancer_offers_ipv6_where_the_cluster_has_it(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    """IKE over IPv6 needs a dual-stack Service. PreferDualStack, not RequireDualStack (which
+    a single-stack cluster refuses), and no ipFamilies: a single-stack cluster gives the
+    Service its one family, a dual-stack one keeps its primary family first."""
+    spec = k8s.find(rendered["loadbalancer"], "Service")["spec"]
+    assert spec["ipFamilyPolicy"] == "PreferDualStack"
+    assert "ipFamilies" not in spec
 
 
 def test_the_host_port_variant_differs_only_in_host_ports(
@@ -216,7 +381,7 @@ def test_the_host_port_variant_differs_only_in_host_ports(
 # --- least privilege and the server's needs ---------------------------------------------
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", (*VARIANTS, "radius", "metrics"))
 def test_the_pod_is_not_privileged_and_holds_only_what_the_server_needs(
     rendered: dict[str, list[Resource]], variant: str
 ) -> None:
@@ -253,7 +418,55 @@ def test_the_node_forwarding_component_only_leaves_out_the_sysctls(
     }
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_metrics_component_adds_only_the_metrics_port(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    """VPN_METRICS_PORT and the pod's port named "metrics" agree (Prometheus scrapes the pod
+    IP at that port); nothing else about the pod changes."""
+    env = k8s.pod_stand_in(rendered["metrics"]).env
+    with_metrics = copy.deepcopy(dict(k8s.find(rendered["metrics"], "Deployment")))
+    plain = copy.deepcopy(dict(k8s.find(rendered["loadbalancer"], "Deployment")))
+    container = with_metrics["spec"]["template"]["spec"]["containers"][0]
+    port = container["ports"].pop()
+    assert port == {
+        "name": "metrics",
+        "containerPort": int(env["VPN_METRICS_PORT"]),
+        "protocol": "TCP",
+    }
+    for deployment in (with_metrics, plain):
+        del deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert with_metrics == plain
+    assert {**k8s.pod_stand_in(rendered["loadbalancer"]).env, "VPN_METRICS_PORT": "9814"} == env
+
+
+def test_the_network_policy_lets_anyone_reach_the_vpn_and_only_prometheus_the_metrics(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    """Once a NetworkPolicy selects the pod, what it does not allow is dropped: every VPN
+    port must be open to all, the metrics (they name users) to the selected pods only."""
+    policy = k8s.find(rendered["metrics"], "NetworkPolicy")["spec"]
+    labels = k8s.find(rendered["metrics"], "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Ingress"]  # the pod's own connections are not limited
+    container_ports = {
+        port["name"]: port["protocol"]
+        for port in pod(rendered["metrics"])["containers"][0]["ports"]
+    }
+    open_to_all, restricted = set(), set()
+    for rule in policy["ingress"]:
+        named = {(port["port"], port["protocol"]) for port in rule["ports"]}
+        assert named <= container_ports.items(), "a policy port the pod does not have"
+        (restricted if rule.get("from") else open_to_all).update(named)
+    assert open_to_all == {
+        (name, proto) for name, proto in container_ports.items() if name != "metrics"
+    }
+    assert restricted == {("metrics", "TCP")}
+    for rule in policy["ingress"]:
+        for peer in rule.get("from", []):
+            assert peer["namespaceSelector"]["matchLabels"] and peer["podSelector"]["matchLabels"]
+
+
+@pytest.mark.parametrize("variant", PODS)
 def test_one_pod_at_a_time_with_its_state_on_a_claim(
     rendered: dict[str, list[Resource]], variant: str
 ) -> None:
@@ -267,7 +480,7 @@ def test_one_pod_at_a_time_with_its_state_on_a_claim(
     assert k8s.pod_stand_in(rendered[variant]).data_mount == str(defaults.DATA_DIR)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", PODS)
 def test_resources_are_bounded_with_room_above_the_measured_use(
     rendered: dict[str, list[Resource]], variant: str
 ) -> None:
@@ -294,7 +507,7 @@ def test_other_memory_quantities_are_refused(quantity: str) -> None:
         k8s.memory_bytes(quantity)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", PODS)
 def test_everything_lives_in_one_namespace_exempt_from_baseline_enforcement(
     rendered: dict[str, list[Resource]], variant: str
 ) -> None:
@@ -306,23 +519,31 @@ def test_everything_lives_in_one_namespace_exempt_from_baseline_enforcement(
             assert resource["metadata"]["namespace"] == name, resource["kind"]
 
 
-def test_users_change_rolls_the_server(tree: Path, tmp_path: Path) -> None:
-    """The Secret's name carries a hash of users.txt, so a change restarts the pod with it."""
-    before = k8s.find(k8s.render(tree / "loadbalancer"), "Secret")["metadata"]["name"]
+@pytest.mark.parametrize(
+    ("variant", "secret_file"),
+    [("loadbalancer", "base/users.txt"), ("radius", "components/radius/radius-secret")],
+)
+def test_a_secret_change_rolls_the_server(
+    tree: Path, tmp_path: Path, variant: str, secret_file: str
+) -> None:
+    """The Secret's name carries a hash of the file, so a change restarts the pod with it."""
+    before = k8s.find(k8s.render(tree / variant), "Secret")["metadata"]["name"]
     changed = tmp_path / "kubernetes"
     shutil.copytree(tree, changed)
-    (changed / "base" / "users.txt").write_bytes(USERS + b"carol:another one\n")
-    after_resources = k8s.render(changed / "loadbalancer")
+    (changed / secret_file).write_bytes(b"carol:another one\n")
+    after_resources = k8s.render(changed / variant)
     after = k8s.find(after_resources, "Secret")["metadata"]["name"]
     assert before != after
     volume = next(v for v in pod(after_resources)["volumes"] if "secret" in v)
     assert volume["secret"]["secretName"] == after
 
 
-def test_users_txt_is_never_committed() -> None:
+@pytest.mark.parametrize("secret_file", ["base/users.txt", "components/radius/radius-secret"])
+def test_secret_files_are_never_committed(secret_file: str) -> None:
     ignored = (MANIFESTS / ".gitignore").read_text().split()
-    assert "base/users.txt" in ignored
-    assert not (MANIFESTS / "base" / "users.txt").exists()
+    assert secret_file in ignored
+    assert not (MANIFESTS / secret_file).exists()
+    assert (MANIFESTS / f"{secret_file}.example").exists()
 
 
 # --- the Docker stand-in refuses what it cannot translate -------------------------------
