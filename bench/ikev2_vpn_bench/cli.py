@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--image", default="ikev2-vpn:bench", help="the server image")
     parser.add_argument(
-        "--quick", action="store_true", help="small sizes: checks the machinery in ~2 minutes"
+        "--quick", action="store_true", help="small sizes: checks the machinery in ~3 minutes"
     )
     parser.add_argument("--out", type=Path, default=None, help=f"default: {DEFAULT_OUT}")
     parser.add_argument(
