@@ -3,14 +3,12 @@ iperf3 from Debian (over the same mirror the base image came from)."""
 
 from __future__ import annotations
 
-import io
-
 import docker
-from docker.errors import APIError, DockerException, ImageNotFound
+from docker.errors import ImageNotFound
 
 from ikev2_vpn_helper.base import Log
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.image import follow_build
+from ikev2_vpn_helper.image import build_text
 
 DOCKERFILE = """\
 ARG SERVER_IMAGE
@@ -37,22 +35,13 @@ def ensure_bench_image(engine: docker.DockerClient, server_image: str, log: Log 
     except ImageNotFound:
         pass
     log(f"bench: building {tag} (iperf3 on {server_image})")
-    try:
-        messages = engine.api.build(
-            fileobj=io.BytesIO(DOCKERFILE.encode()),
-            tag=tag,
-            buildargs={"SERVER_IMAGE": server_image},
-            labels={LABEL_SERVER: server_id},
-            rm=True,
-            forcerm=True,
-            pull=False,
-            decode=True,
-        )
-        output = follow_build(messages, log, verbose=False)
-    except (APIError, DockerException) as error:
-        raise HelperError(f"the bench image build failed: {error}") from None
-    if output.error or output.image_id is None:
-        for line in output.lines[-25:]:
-            log(f"  | {line}")
-        raise HelperError(f"the bench image build failed: {output.error or 'no image id'}")
+    build_text(
+        engine,
+        DOCKERFILE,
+        tag=tag,
+        buildargs={"SERVER_IMAGE": server_image},
+        what="bench",
+        log=log,
+        labels={LABEL_SERVER: server_id},
+    )
     return tag

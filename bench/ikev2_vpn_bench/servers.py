@@ -21,6 +21,7 @@ from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.errors import HelperError
 from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import Server, ServerSpec, start_server
+from ikev2_vpn_helper.serverstate import parse_ike_sas
 
 from . import bare
 
@@ -195,16 +196,8 @@ def memory_from(processes: dict[str, list[object]], kind: str) -> Memory:
     )
 
 
-_STATS_MARK = "IKE_SAs: "
-
-
 def established(server: Server) -> int:
     """Established IKE_SAs the server holds right now (total minus half-open)."""
-    stats = eng.run_in(server.container, ["swanctl", "--stats"]).stdout
-    for line in stats.splitlines():
-        if line.startswith(_STATS_MARK):
-            words = line[len(_STATS_MARK) :].replace(",", "").split()
-            # "N total, H half-open": a new IKE_SA may count as half-open a moment before
-            # it is counted in the total.
-            return max(int(words[0]) - int(words[2]), 0)
-    return 0
+    total, half_open = parse_ike_sas(eng.run_checked(server.container, ["swanctl", "--stats"]))
+    # A new IKE_SA may count as half-open a moment before it is counted in the total.
+    return max(total - half_open, 0)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import docker
-from docker.errors import APIError, DockerException, NotFound
+from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.models.containers import Container
 
 from .errors import HelperError
@@ -139,6 +139,44 @@ def put_files(
             archive.addfile(info, io.BytesIO(spec.data))
     if not container.put_archive("/", buffer.getvalue()):
         raise HelperError(f"could not copy files into container {container.name}")
+
+
+def start_tool(
+    engine: docker.DockerClient,
+    image: str,
+    *,
+    name: str,
+    network: str,
+    alias: str,
+    files: Sequence[FileSpec],
+    builder: str,
+    **options: Any,
+) -> Container:
+    """Create a test tool's container (Pebble, FreeRADIUS) on ``network``, known there as
+    ``alias``, with no capabilities; copy ``files`` in and start it. A failure removes it.
+    ``builder``: the function that builds ``image``, named when it is missing."""
+    try:
+        container = engine.containers.create(
+            image,
+            name=name,
+            network=network,
+            networking_config={network: engine.api.create_endpoint_config(aliases=[alias])},
+            cap_drop=["ALL"],  # their ports are unprivileged; they need nothing
+            detach=True,
+            **options,
+        )
+    except ImageNotFound:
+        raise HelperError(f"image {image} does not exist; {builder}() builds it") from None
+    except APIError as error:
+        raise HelperError(f"cannot create container {name}: {error.explanation}") from None
+    try:
+        put_files(container, files)
+        container.start()
+    except (APIError, HelperError) as error:
+        container.remove(force=True, v=True)
+        detail = error.explanation if isinstance(error, APIError) else str(error)
+        raise HelperError(f"cannot start container {name}: {detail}") from None
+    return container
 
 
 def read_file(container: Container, path: str) -> bytes:

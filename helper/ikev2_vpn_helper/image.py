@@ -144,11 +144,29 @@ def ensure_tool_image(
         return tag
     choice = ensure_base_image(engine, base, log=log)
     log(f"{what}: building {tag} from {choice.image} ({choice.how})")
+    build_text(
+        engine, dockerfile, tag=tag, buildargs={"BASE_IMAGE": choice.image}, what=what, log=log
+    )
+    return tag
+
+
+def build_text(
+    engine: docker.DockerClient,
+    dockerfile: str,
+    *,
+    tag: str,
+    buildargs: Mapping[str, str],
+    what: str,
+    log: Log = print,
+    labels: Mapping[str, str] | None = None,
+) -> str:
+    """Build a Dockerfile given as text (no context) as ``tag``; return the image id."""
     try:
         messages = engine.api.build(
             fileobj=io.BytesIO(dockerfile.encode()),
             tag=tag,
-            buildargs={"BASE_IMAGE": choice.image},
+            buildargs=dict(buildargs),
+            labels=dict(labels or {}),
             rm=True,
             forcerm=True,
             pull=False,
@@ -163,4 +181,4 @@ def ensure_tool_image(
         raise HelperError(
             f"the {what} image build failed: {output.error or 'the builder gave no image id'}"
         )
-    return tag
+    return output.image_id

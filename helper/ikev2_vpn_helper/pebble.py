@@ -30,7 +30,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from docker.errors import APIError, ImageNotFound
 from docker.models.containers import Container
 
 from . import engine as eng
@@ -246,39 +245,23 @@ class Pebble:
         """
         tls = make_tls_material(alias)
         config = json.dumps(pebble_config(validity_s), indent=2).encode()
-        try:
-            container = engine.containers.create(
-                image,
-                command=["-config", CONFIG_PATH, "-strict=false"],  # what its README advises
-                name=name,
-                environment={**ENVIRONMENT, **(environment or {})},
-                network=network,
-                networking_config={network: engine.api.create_endpoint_config(aliases=[alias])},
-                cap_drop=["ALL"],  # its ports are unprivileged; it needs nothing
-                labels=eng.labels(run_id, "pebble"),
-                detach=True,
-            )
-        except ImageNotFound:
-            raise HelperError(
-                f"image {image} does not exist; ensure_pebble_image() builds it"
-            ) from None
-        except APIError as error:
-            raise HelperError(f"cannot create container {name}: {error.explanation}") from None
-        try:
-            eng.put_files(
-                container,
-                [
-                    eng.FileSpec(CONFIG_PATH, config),
-                    eng.FileSpec(CERT_PATH, tls.cert_pem),
-                    eng.FileSpec(KEY_PATH, tls.key_pem, 0o600),
-                    eng.FileSpec(TLS_CA_PATH, tls.ca_pem),
-                ],
-            )
-            container.start()
-        except (APIError, HelperError) as error:
-            container.remove(force=True, v=True)
-            detail = error.explanation if isinstance(error, APIError) else str(error)
-            raise HelperError(f"cannot start container {name}: {detail}") from None
+        container = eng.start_tool(
+            engine,
+            image,
+            name=name,
+            network=network,
+            alias=alias,
+            files=[
+                eng.FileSpec(CONFIG_PATH, config),
+                eng.FileSpec(CERT_PATH, tls.cert_pem),
+                eng.FileSpec(KEY_PATH, tls.key_pem, 0o600),
+                eng.FileSpec(TLS_CA_PATH, tls.ca_pem),
+            ],
+            builder="ensure_pebble_image",
+            command=["-config", CONFIG_PATH, "-strict=false"],  # what its README advises
+            environment={**ENVIRONMENT, **(environment or {})},
+            labels=eng.labels(run_id, "pebble"),
+        )
         pebble = cls(container, alias, tls.ca_pem)
         pebble.wait_ready(timeout_s)
         return pebble

@@ -24,7 +24,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import docker
-from docker.errors import APIError, ImageNotFound
 from docker.models.containers import Container
 
 from . import engine as eng
@@ -192,36 +191,20 @@ class FreeRadius:
     ) -> FreeRadius:
         """Start FreeRADIUS on ``network`` as ``alias``, answering ``clients`` that know
         ``secret``, with ``users`` (name -> password); wait until it serves requests."""
-        try:
-            container = engine.containers.create(
-                image,
-                name=name,
-                network=network,
-                networking_config={network: engine.api.create_endpoint_config(aliases=[alias])},
-                cap_drop=["ALL"],
-                labels=eng.labels(run_id, "radius"),
-                detach=True,
-            )
-        except ImageNotFound:
-            raise HelperError(
-                f"image {image} does not exist; ensure_radius_image() builds it"
-            ) from None
-        except APIError as error:
-            raise HelperError(f"cannot create container {name}: {error.explanation}") from None
-        try:
-            eng.put_files(
-                container,
-                [
-                    eng.FileSpec(CLIENTS_PATH, clients_conf(clients, secret).encode()),
-                    eng.FileSpec(EAP_PATH, EAP_CONFIG.encode()),
-                    eng.FileSpec(USERS_PATH, users_file(users).encode()),
-                ],
-            )
-            container.start()
-        except (APIError, HelperError) as error:
-            container.remove(force=True, v=True)
-            detail = error.explanation if isinstance(error, APIError) else str(error)
-            raise HelperError(f"cannot start container {name}: {detail}") from None
+        container = eng.start_tool(
+            engine,
+            image,
+            name=name,
+            network=network,
+            alias=alias,
+            files=[
+                eng.FileSpec(CLIENTS_PATH, clients_conf(clients, secret).encode()),
+                eng.FileSpec(EAP_PATH, EAP_CONFIG.encode()),
+                eng.FileSpec(USERS_PATH, users_file(users).encode()),
+            ],
+            builder="ensure_radius_image",
+            labels=eng.labels(run_id, "radius"),
+        )
         radius = cls(container, alias, secret)
         radius.wait_for_log(READY_LINE, timeout_s)
         return radius

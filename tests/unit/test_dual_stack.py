@@ -3,7 +3,6 @@ get, the container's IPv6 checks and client profiles."""
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import json
 import os
@@ -17,6 +16,7 @@ from typing import Any
 import certfactory
 import profilefactory
 import pytest
+from procsys import fake_proc_sys
 from test_render import parse_conf
 
 from ikev2_vpn import defaults, render
@@ -300,21 +300,9 @@ def proc_sys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., P
             "net.ipv6.conf.all.disable_ipv6": "1",
             "net.ipv6.conf.all.proxy_ndp": "0",
         }
-        start.update({name.replace("__", "."): value for name, value in values.items()})
-        for name, value in start.items():
-            path = tmp_path / name.replace(".", "/")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(value + "\n")
-        monkeypatch.setattr(network, "PROC_SYS", tmp_path)
-        if read_only:
-            monkeypatch.setattr(Path, "write_text", _refuse)
-        return tmp_path
+        return fake_proc_sys(monkeypatch, tmp_path, start, values, read_only=read_only)
 
     return _make
-
-
-def _refuse(self: Path, *args: object, **kwargs: object) -> int:
-    raise OSError(errno.EROFS, "Read-only file system", str(self))
 
 
 def test_ipv6_sysctls_are_set_when_proc_sys_is_writable(proc_sys: Callable[..., Path]) -> None:

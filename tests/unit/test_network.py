@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import errno
 import ipaddress
 import json
 import logging
@@ -12,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procsys import fake_proc_sys
 
 from ikev2_vpn import defaults
 from ikev2_vpn.apply import network
@@ -168,21 +168,9 @@ def proc_sys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., P
             "net.ipv4.conf.all.accept_redirects": "1",
             "net.ipv4.conf.all.send_redirects": "1",
         }
-        start.update({name.replace("__", "."): value for name, value in values.items()})
-        for name, value in start.items():
-            path = tmp_path / name.replace(".", "/")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(value + "\n")
-        monkeypatch.setattr(network, "PROC_SYS", tmp_path)
-        if read_only:
-            monkeypatch.setattr(Path, "write_text", _refuse)
-        return tmp_path
+        return fake_proc_sys(monkeypatch, tmp_path, start, values, read_only=read_only)
 
     return _make
-
-
-def _refuse(self: Path, *args: object, **kwargs: object) -> int:
-    raise OSError(errno.EROFS, "Read-only file system", str(self))
 
 
 def sysctl(root: Path, name: str) -> str:

@@ -193,27 +193,21 @@ def pool_hosts(pool: ipaddress.IPv6Network) -> list[ipaddress.IPv6Address]:
 def enable_forwarding() -> None:
     """Set the sysctls the server needs, or say which --sysctl flag is missing."""
     for name, wanted in defaults.SYSCTLS.items():
-        path = PROC_SYS / name.replace(".", "/")
-        if path.read_text().strip() == wanted:
+        if _set_sysctl(name, wanted):
             continue
-        try:
-            path.write_text(wanted + "\n")
-        except OSError as exc:
-            if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM):
-                raise
-            if name == "net.ipv4.ip_forward":
-                raise SystemSetupError(
-                    f"{name} is off and /proc/sys is read-only; add --sysctl {name}={wanted} "
-                    f"(sysctls: [{name}={wanted}] in compose, securityContext.sysctls in "
-                    "Kubernetes)"
-                ) from None
-            log.warning(
-                "%s is not %s and /proc/sys is read-only; add --sysctl %s=%s",
-                name,
-                wanted,
-                name,
-                wanted,
+        if name == "net.ipv4.ip_forward":
+            raise SystemSetupError(
+                f"{name} is off and /proc/sys is read-only; add --sysctl {name}={wanted} "
+                f"(sysctls: [{name}={wanted}] in compose, securityContext.sysctls in "
+                "Kubernetes)"
             )
+        log.warning(
+            "%s is not %s and /proc/sys is read-only; add --sysctl %s=%s",
+            name,
+            wanted,
+            name,
+            wanted,
+        )
 
 
 def apply_firewall(ruleset: str) -> None:

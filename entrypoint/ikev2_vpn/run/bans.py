@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import children, vici_session
+from .vici_session import text
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,8 @@ class LoginWatch:
     _sas: OrderedDict[str, dict[str, str]] = field(default_factory=OrderedDict)
 
     def feed(self, event: Mapping[str, Any]) -> FailedLogin | RadiusSilence | None:
-        message = _text(event.get("msg"))
-        sa_id = _text(event.get("ikesa-uniqueid"))
+        message = text(event.get("msg"))
+        sa_id = text(event.get("ikesa-uniqueid"))
         if not sa_id:
             return None
         if found := _ADDRESS.match(message):  # a new IKE_SA: nothing known about it yet
@@ -251,12 +252,6 @@ class BanGuard:
                 log.debug("following charon's log failed (%s); retrying", _reason(exc))
             time.sleep(wait)
             wait = min(wait * 2, RECONNECT_S[1])
-
-
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
 
 
 def _reason(exc: Exception) -> str:

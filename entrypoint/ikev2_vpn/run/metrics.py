@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from .. import health
 from ..apply.httpd import DualStackServer, QuietHandler
 from . import vici_session
+from .vici_session import text
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +93,14 @@ def read_snapshot(answer: Iterable[Mapping[str, Any]]) -> Snapshot:
     children: dict[ChildKey, tuple[str, Traffic]] = {}
     for entry in answer:
         for ike in entry.values():
-            user = _text(ike.get("remote-eap-id")) or _text(ike.get("remote-id"))
-            if _text(ike.get("state")) in _UP:
+            user = text(ike.get("remote-eap-id")) or text(ike.get("remote-id"))
+            if text(ike.get("state")) in _UP:
                 sas_per_user[user] = sas_per_user.get(user, 0) + 1
             for child in (ike.get("child-sas") or {}).values():
                 key = (
-                    _text(child.get("uniqueid")),
-                    _text(child.get("spi-in")),
-                    _text(child.get("spi-out")),
+                    text(child.get("uniqueid")),
+                    text(child.get("spi-in")),
+                    text(child.get("spi-out")),
                 )
                 children[key] = (user, _traffic(child))
     return Snapshot(sas_per_user, children)
@@ -255,15 +256,9 @@ def _close(session: Any) -> None:
         session.transport.close()
 
 
-def _text(value: object) -> str:
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    return "" if value is None else str(value)
-
-
 def _number(value: object) -> int:
     try:
-        return int(_text(value))
+        return int(text(value))
     except ValueError:
         return 0
 

@@ -34,6 +34,13 @@ def connect(timeout: float = 3.0) -> vici.Session:
     return vici.Session(sock)
 
 
+def text(value: object) -> str:
+    """A string of a VICI answer or event (they arrive as bytes); '' for a missing one."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return "" if value is None else str(value)
+
+
 def wait_for_charon(alive: Callable[[], bool], timeout: float = 15.0) -> vici.Session:
     """Connect once charon's socket answers; give up if charon dies or time runs out."""
     deadline = time.monotonic() + timeout
