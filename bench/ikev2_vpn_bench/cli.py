@@ -24,7 +24,7 @@ from .servers import OURS
 
 BENCH_DIR = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = BENCH_DIR / "results"
-README = BENCH_DIR.parent / "README.md"
+BENCH_DOC = BENCH_DIR.parent / "docs" / "development.md"  # holds the bench:start/end block
 CHART_NAME = "latest.png"
 JSON_NAME = "latest.json"
 STRONGSWAN_VERSION = ["dpkg-query", "--show", "--showformat=${Version}", "strongswan-charon"]
@@ -42,7 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help=f"default: {DEFAULT_OUT}")
     parser.add_argument(
-        "--no-readme", action="store_true", help="do not rewrite the README's benchmark table"
+        "--no-readme",
+        action="store_true",
+        help="do not rewrite the benchmark table in docs/development.md",
     )
     args = parser.parse_args(argv)
     plan = measure.Plan.quick() if args.quick else measure.Plan()
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     except HelperError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 1
-    write(results, out, readme=None if (args.no_readme or args.quick) else README)
+    write(results, out, readme=None if (args.no_readme or args.quick) else BENCH_DOC)
     for row in report.summary(results):
         ratio = "" if row.ratio is None else f"  (x{row.ratio:.2f})"
         print(f"{row.figure}: {row.ours} vs {row.bare} {row.unit}{ratio}")

@@ -1,5 +1,5 @@
 """Turning a run's figures into the summary (every figure with its ratio to the bare
-server), the JSON file, the chart and the README's table."""
+server), the JSON file, the chart and the table in docs/development.md."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def _mib(kib: float | None) -> float | None:
 
 
 def summary(results: dict[str, Any]) -> list[Row]:
-    """The figures the README shows, in order."""
+    """The figures docs/development.md shows, in order."""
     ours, bare = results["servers"][OURS], results["servers"][BARE]
     rows = [
         Row(
@@ -223,7 +223,7 @@ def _cell(value: float | None) -> str:
 
 
 def markdown(results: dict[str, Any], chart: str) -> str:
-    """The README block: where the figures come from, the table, the chart."""
+    """The docs/development.md block: where the figures come from, the table, the chart."""
     machine = results["machine"]
     lines = [
         README_START,

@@ -1,8 +1,9 @@
 """Every cipher, lifetime, port and path in one place.
 
-The proposal sets follow shared/clients.md. As responder, charon takes the client's first
-proposal that one of these lists accepts (``prefer_configured_proposals = no`` in
-strongswan.conf), so the order here only says what is accepted, not what is preferred.
+The proposal sets follow docs/clients.md, "What each native client does". As responder,
+charon takes the client's first proposal that one of these lists accepts
+(``prefer_configured_proposals = no`` in strongswan.conf), so the order here only says what
+is accepted, not what is preferred.
 """
 
 import ipaddress
@@ -61,8 +62,8 @@ SERVER_REKEY_TIME: Final = "0"
 # Cookies (RFC 7296 2.6) are stateless: a flood from addresses that never see the answers
 # costs only a hash per packet once they are on. Honest clients answer a cookie with one
 # extra round trip, so cookies may come on early; hard per-address limits must not, or a
-# carrier-NAT address with many users stalls (see shared/lab-notes.md: strongSwan's per-IP
-# limit of 5 made 100 clients behind one address take minutes).
+# carrier-NAT address with many users stalls (docs/development.md, "Facts measured in the
+# lab": strongSwan's per-IP limit of 5 made 100 clients behind one address take minutes).
 DOS_CONFIG: Final = {
     # Global half-open count from which every IKE_SA_INIT must carry a cookie (strongSwan's
     # default): a flood of spoofed or cookie-ignoring packets creates at most this much state.

@@ -65,7 +65,7 @@ class CertSource(StrEnum):
 
 class KeyType(StrEnum):
     """The server key for an ACME certificate. RSA by default: Apple clients have trouble
-    with ECDSA server certificates (shared/clients.md)."""
+    with ECDSA server certificates (docs/clients.md)."""
 
     RSA_2048 = "rsa-2048"
     RSA_3072 = "rsa-3072"

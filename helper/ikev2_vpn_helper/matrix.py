@@ -1,15 +1,15 @@
-"""The README's compatibility table, generated from what the end-to-end suite measured.
+"""The compatibility table in docs/clients.md, generated from what the end-to-end suite measured.
 
 tests/e2e/test_compat.py connects a client replaying each platform (and each generated
 profile) to a server under each ``VPN_PROPOSALS`` set, writes what it saw to a results file
 (``$VPN_COMPAT_RESULTS``, else ``.pytest_cache/ikev2-vpn-compat.json``), and fails when the
-README's table says something else. This module turns results into the table::
+table in docs/clients.md says something else. This module turns results into the table::
 
     python -m ikev2_vpn_helper.matrix                  # print the table
     python -m ikev2_vpn_helper.matrix --check          # exit 1 if the README differs
     python -m ikev2_vpn_helper.matrix --update-readme  # rewrite the README's table
 
-The table sits in README.md between ``<!-- compat-matrix:start -->`` and
+The table sits in docs/clients.md between ``<!-- compat-matrix:start -->`` and
 ``<!-- compat-matrix:end -->``; nothing outside the markers is touched.
 """
 
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--results", type=Path, help=f"default: ${RESULTS_ENV}, else {DEFAULT_RESULTS}"
     )
-    parser.add_argument("--readme", type=Path, default=Path("README.md"))
+    parser.add_argument("--readme", type=Path, default=Path("docs/clients.md"))
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--check", action="store_true", help="exit 1 if the README differs")
     action.add_argument("--update-readme", action="store_true", help="rewrite the README table")

@@ -1,6 +1,6 @@
 """What each platform's built-in VPN client offers, as strongSwan proposals a test client replays.
 
-Every entry follows shared/clients.md ("Default proposals sent by each client"), the one
+Every entry follows docs/clients.md ("Default proposals"), the one
 source for these facts; ``source`` quotes the line it comes from. The end-to-end suite
 (tests/e2e/test_compat.py) connects a strongSwan client offering exactly these proposals,
 in this order, to a server under each ``VPN_PROPOSALS`` set, and the README's
@@ -8,7 +8,7 @@ compatibility table is generated from what it measured (:mod:`ikev2_vpn_helper.m
 
 Nothing is dropped from the lists: strongSwan as a client parses and sends every algorithm
 in them, DES and NULL included (the server's log shows ``DES_CBC`` and ``NULL`` in the
-received ESP proposals). Where clients.md leaves a detail open, ``note`` says what the
+received ESP proposals). Where docs/clients.md leaves a detail open, ``note`` says what the
 replay assumes.
 
 In strongSwan's syntax an integrity algorithm in an IKE proposal also sets the PRF
@@ -32,7 +32,7 @@ class Platform:
     ike: tuple[str, ...]  # proposals in the client's order; () = strongSwan's defaults
     esp: tuple[str, ...]
     strong: bool  # expected to connect under VPN_PROPOSALS=modern too
-    source: str  # the line of shared/clients.md the proposals come from
+    source: str  # what docs/clients.md says the proposals are
     note: str = ""
 
     @property
@@ -134,7 +134,7 @@ PLATFORMS: Final[tuple[Platform, ...]] = (
         esp=("aes256-sha256-modp2048", "aes256-sha256", "aes128-sha1", "3des-sha1"),
         strong=True,
         source=_IOS_SOURCE,
-        note="clients.md names no ESP DH group; the replay assumes the first IKE group",
+        note="docs/clients.md names no ESP DH group; the replay assumes the first IKE group",
     ),
     Platform(
         key="macos",

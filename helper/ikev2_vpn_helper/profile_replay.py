@@ -3,7 +3,7 @@
 Each parser takes a profile file as the device gets it and returns the proposals (in
 strongSwan's syntax), the server it dials and the identities it uses, so a strongSwan client
 can replay exactly that. The parsers are written from the formats' own documentation
-(shared/clients.md, "Profile formats"; Apple's configuration profile reference; Microsoft's
+(docs/clients.md, "Profile formats"; Apple's configuration profile reference; Microsoft's
 ``Set-VpnConnectionIPsecConfiguration``; strongSwan's swanctl.conf and its NetworkManager
 plugin), not from the generators in ``ikev2_vpn.profiles``, so a generator that writes the
 wrong thing is caught rather than mirrored.
@@ -208,7 +208,7 @@ def parse_sswan(data: bytes) -> ReplayedProfile:
 
 
 # --- Windows PowerShell ----------------------------------------------------------------------
-# Set-VpnConnectionIPsecConfiguration's values (shared/clients.md lists the IKE side and
+# Set-VpnConnectionIPsecConfiguration's values (docs/clients.md lists the IKE side and
 # GCMAES256; the rest is Microsoft's documentation of the cmdlet).
 _WINDOWS_CIPHER: Final = {  # EncryptionMethod (IKE) and CipherTransformConstants (ESP)
     "DES": "des",

@@ -32,7 +32,8 @@ DEFAULT_NAME = "ikev2-vpn"
 CA_PATH = str(DATA_DIR / CA_CERT_NAME)
 SECRETS_DIR = "/run/secrets/ikev2-vpn"
 HEALTH_TIMEOUT_S = 90.0
-# What the server needs and nothing more (no --privileged): see shared/lab-notes.md.
+# What the server needs and nothing more (no --privileged): docs/development.md, "Facts
+# measured in the lab".
 CAPABILITIES = ("NET_ADMIN",)
 DEVICES = ("/dev/net/tun:/dev/net/tun:rwm",)
 

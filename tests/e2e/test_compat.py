@@ -1,14 +1,14 @@
 """The compatibility matrix, measured: each platform's client against each proposal set.
 
 A strongSwan client replays what each platform's built-in client offers (the proposals in
-ikev2_vpn_helper/platforms.py, each quoting shared/clients.md), and then what each profile
+ikev2_vpn_helper/platforms.py, each quoting docs/clients.md), and then what each profile
 file the server generates makes a device offer (read back by ikev2_vpn_helper.profile_replay).
 Under VPN_PROPOSALS=compatible everything connects; under modern, the platforms that offer
 only legacy algorithms are refused, and the server's log says it was about proposals.
 
 What was measured goes to a results file (ikev2_vpn_helper.matrix), and the last test fails
-when the README's table says otherwise: `python -m ikev2_vpn_helper.matrix --update-readme`
-rewrites it from the results.
+when the table in docs/clients.md says otherwise:
+`python -m ikev2_vpn_helper.matrix --update-readme` rewrites it from the results.
 
 One server per proposal set and one client per server, reused for every attempt.
 """
@@ -138,7 +138,7 @@ def test_platform_defaults(
     platform: Platform,
     proposal_set: str,
 ) -> None:
-    """A client offering what the platform offers out of the box (shared/clients.md,
+    """A client offering what the platform offers out of the box (docs/clients.md,
     quoted in platform.source)."""
     result = attempt(site(proposal_set), ike=platform.ike_proposals, esp=platform.esp_proposals)
     measured.setdefault(platform.key, {})[proposal_set] = result.outcome.value
@@ -209,7 +209,7 @@ def test_apple_devices_rekey_their_tunnel_under_modern(
     replay: str,
 ) -> None:
     """Apple devices rekey ESP with a DH group (iOS, a profile with EnablePFS) or without one
-    (macOS: "ESP rekeying without a DH group", shared/clients.md). A server that refused
+    (macOS: "rekeys ESP without a DH group", docs/clients.md). A server that refused
     either would drop the tunnel at every rekey; it must accept both and keep carrying
     traffic."""
     here = site("modern")
@@ -240,11 +240,11 @@ def test_apple_devices_rekey_their_tunnel_under_modern(
 
 
 def test_readme_table_matches_what_was_measured(measured: matrix.Results) -> None:
-    """Runs last in this module: the README's table must say what the tests above saw."""
+    """Runs last in this module: the table in docs/clients.md must say what the tests above saw."""
     assert measured, "no compatibility test ran before this one"
-    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[2] / "docs" / "clients.md").read_text(encoding="utf-8")
     problems = matrix.disagreements(readme, measured)
     assert not problems, (
-        "the README's compatibility table disagrees with this run; update it with "
+        "the compatibility table in docs/clients.md disagrees with this run; update it with "
         "`python -m ikev2_vpn_helper.matrix --update-readme`:\n" + "\n".join(problems)
     )

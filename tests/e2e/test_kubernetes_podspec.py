@@ -199,7 +199,7 @@ def test_without_pod_sysctls_the_pod_forwards_as_its_node_does(lab: Lab, tree: P
 def test_a_radius_user_connects_through_the_radius_component(
     lab: Lab, engine: docker.DockerClient, tree: Path, tmp_path: Path
 ) -> None:
-    """components/radius as README.md describes it: VPN_RADIUS_SERVERS in settings.env, an
+    """components/radius as docs/kubernetes.md describes it: VPN_RADIUS_SERVERS in settings.env, an
     empty users.txt, the shared secret in radius-secret. The pod reads the secret from its
     Secret file, has no local users, and a user known only to RADIUS logs in."""
     try:

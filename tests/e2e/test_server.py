@@ -23,7 +23,7 @@ from ikev2_vpn_helper.server import Server
 HOST = "vpn.example.test"  # a DNS name: the IKE identity and the certificate's SAN
 DNS = "198.51.100.53"  # documentation address: pushed to clients, never queried
 POOL = ipaddress.IPv4Network("10.10.10.0/24")
-# A stock Windows connection made in the GUI (shared/clients.md): only MODP-1024 for IKE,
+# A stock Windows connection made in the GUI (docs/clients.md): only MODP-1024 for IKE,
 # SHA-1 for ESP, no PFS. (tests/e2e/test_compat.py replays the full lists, DES and NULL too.)
 WINDOWS_IKE = "3des-aes128-aes192-aes256-sha1-sha256-sha384-modp1024"
 WINDOWS_ESP = "aes256-aes128-3des-sha1"

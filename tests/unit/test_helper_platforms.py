@@ -1,4 +1,4 @@
-"""The replayed platforms: valid proposals that match the lines of shared/clients.md they quote."""
+"""The replayed platforms: valid proposals that match the lines of docs/clients.md they quote."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ikev2_vpn_helper.platforms import GENERATED_PROFILES, PLATFORMS, Platform, 
 from ikev2_vpn_helper.profile_replay import PARSERS, parse_powershell
 from ikev2_vpn_helper.vpnclient import proposal_list
 
-README = Path(__file__).parents[2] / "README.md"
+README = Path(__file__).parents[2] / "docs" / "clients.md"  # shows the PowerShell commands
 _QUOTED_PROPOSAL = re.compile(r"`([a-z0-9]+(?:-[a-z0-9]+)+)`")
 
 
@@ -30,7 +30,7 @@ def test_proposals_are_strongswan_proposal_lists(platform: Platform) -> None:
 
 @pytest.mark.parametrize("platform", PLATFORMS, ids=[p.key for p in PLATFORMS])
 def test_proposals_quoted_from_clients_md_are_replayed_verbatim(platform: Platform) -> None:
-    """Where the quoted line of clients.md gives a strongSwan proposal, the replay offers it
+    """Where the quoted line of docs/clients.md gives a strongSwan proposal, the replay offers it
     as written: nothing dropped, nothing reordered."""
     assert platform.source
     for quoted in _QUOTED_PROPOSAL.findall(platform.source):

@@ -1,6 +1,6 @@
 """Reading profiles back: hand-written samples in each format, and the generators' output.
 
-The samples follow the formats as shared/clients.md ("Profile formats") and each
+The samples follow the formats as docs/clients.md ("Profile formats") and each
 platform's documentation describe them, so the parsers are checked against the formats,
 not against this project's generators.
 """

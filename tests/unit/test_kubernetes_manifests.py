@@ -33,7 +33,7 @@ VARIANTS = ("loadbalancer", "hostport")
 COMPONENTS = ("node-forwarding", "radius", "metrics")
 # Pods that must run as they are: every variant but "radius-without-servers" (on purpose).
 PODS = (*VARIANTS, *COMPONENTS)
-TARGET = "1.31"  # the oldest version the manifests are written for (README: Kubernetes)
+TARGET = "1.31"  # the oldest version the manifests are written for (docs/kubernetes.md)
 VERSIONS = (TARGET, kubernetes_validate.utils.latest_version())
 USERS = b"alice:correct horse battery staple\nbob:pa:ss word\n"
 RADIUS_SECRET = b"radius: shared #1 secret\n"
@@ -43,7 +43,7 @@ Resource = Mapping[str, Any]
 
 
 def with_own_variants(tree: Path) -> Path:
-    """An operator's own variants, as README.md shows them: loadbalancer/ plus a component
+    """An operator's own variants, as docs/kubernetes.md shows them: loadbalancer/ plus a component
     (named after it). Their kustomizations set no namespace, as an operator's need not."""
     for component in COMPONENTS:
         own = tree / component
@@ -67,7 +67,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def radius_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """As an operator with users in RADIUS has it (README.md): VPN_RADIUS_SERVERS in
+    """As an operator with users in RADIUS has it (docs/kubernetes.md): VPN_RADIUS_SERVERS in
     settings.env, and the empty users.txt that base still reads."""
     copy_of = tmp_path_factory.mktemp("deploy-radius") / "kubernetes"
     shutil.copytree(MANIFESTS, copy_of)
@@ -266,7 +266,7 @@ def test_the_radius_component_without_radius_servers_stops_the_server_saying_so(
 def test_components_combine_as_readme_shows(
     radius_tree: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """README.md's own kustomization: hostport/ with users in RADIUS and metrics."""
+    """docs/kubernetes.md's own kustomization: hostport/ with users in RADIUS and metrics."""
     mine = radius_tree / "mine"
     mine.mkdir()
     (mine / "kustomization.yaml").write_text(
@@ -484,7 +484,7 @@ def test_one_pod_at_a_time_with_its_state_on_a_claim(
 def test_resources_are_bounded_with_room_above_the_measured_use(
     rendered: dict[str, list[Resource]], variant: str
 ) -> None:
-    """The figures: see README.md, "Kubernetes" (measured by the Docker stand-in)."""
+    """The figures: see docs/kubernetes.md (measured by the Docker stand-in)."""
     resources = pod(rendered[variant])["containers"][0]["resources"]
     assert resources["requests"] == {"cpu": "100m", "memory": "96Mi"}
     assert resources["limits"] == {"memory": "256Mi"}  # no CPU limit: it throttles tunnels

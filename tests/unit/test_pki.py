@@ -85,7 +85,7 @@ def test_ca_is_an_rsa_root_native_clients_import(first: ServerCredentials) -> No
     assert ca is not None
     ca_key = ca.public_key()
     assert isinstance(ca_key, rsa.RSAPublicKey)
-    assert ca_key.key_size == 3072  # RSA, not ECDSA: Apple clients (clients.md)
+    assert ca_key.key_size == 3072  # RSA, not ECDSA: Apple clients (docs/clients.md)
     assert ca.signature_algorithm_oid == SignatureAlgorithmOID.RSA_WITH_SHA256  # not PSS
     assert ca.subject == ca.issuer
     cn = ca.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
@@ -118,7 +118,7 @@ def test_server_certificate_for_dns_name(first: ServerCredentials) -> None:
     assert first.ca is not None
     leaf_key = leaf.public_key()
     assert isinstance(leaf_key, rsa.RSAPublicKey)
-    assert leaf_key.key_size == 3072  # RSA, not ECDSA: Apple clients (clients.md)
+    assert leaf_key.key_size == 3072  # RSA, not ECDSA: Apple clients (docs/clients.md)
     assert leaf.signature_algorithm_oid == SignatureAlgorithmOID.RSA_WITH_SHA256
     assert leaf.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == HOST
     assert list(san(leaf)) == [x509.DNSName(HOST)]
@@ -142,7 +142,7 @@ def test_server_certificate_for_dns_name(first: ServerCredentials) -> None:
 
 @pytest.mark.parametrize("address", ["203.0.113.7", "2001:db8::7"])
 def test_ip_host_gets_ip_and_dns_san(data_dir: Path, address: str) -> None:
-    """Windows fails with error 13801 unless the IP is also a DNS-type SAN (clients.md)."""
+    """Windows fails with error 13801 unless the IP is also a DNS-type SAN (docs/clients.md)."""
     creds = ensure_self_signed(data_dir, address, now=NOW)
     names = san(creds.leaf)
     assert names.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address(address)]

@@ -48,7 +48,7 @@ def test_apple_values_read_back_to_the_same_suites(esp_gcm: bool) -> None:
     [(True, "GCMAES256", "GCMAES256"), (False, "SHA256128", "AES256")],
 )
 def test_windows_constants(esp_gcm: bool, esp_auth: str, esp_cipher: str) -> None:
-    """The clients.md PowerShell line, with the ESP cipher the server's backend carries."""
+    """The docs/clients.md PowerShell line, with the ESP cipher the server's backend carries."""
     assert proposals.windows_ipsec(esp_gcm).parameters() == {
         "AuthenticationTransformConstants": esp_auth,
         "CipherTransformConstants": esp_cipher,

@@ -321,7 +321,7 @@ def test_rendered_proposals_are_the_chosen_ones(
     assert esp[0].startswith(expected_esp)
 
 
-# What each native client offers when set up by hand (shared/clients.md), as (encryption,
+# What each native client offers when set up by hand (docs/clients.md), as (encryption,
 # integrity or None for AEAD, PRF or None for ESP, DH group or None).
 Suite = tuple[str, str | None, str | None, str | None]
 

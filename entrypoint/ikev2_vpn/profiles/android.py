@@ -1,7 +1,7 @@
 """Android: a ``.sswan`` profile for the strongSwan VPN Client app, and the fields to type
 into the built-in client (Android 11 and later, "IKEv2/IPSec MSCHAPv2").
 
-The ``.sswan`` format (JSON, shared/clients.md, Profile formats) has no field for a
+The ``.sswan`` format (JSON, docs/clients.md, Profile formats) has no field for a
 password: the app asks for it when the profile is imported or first used.
 """
 

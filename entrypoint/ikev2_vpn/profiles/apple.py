@@ -3,7 +3,7 @@
 An unsigned configuration profile (the device shows it as "Unsigned"; installing still
 works) with a ``com.apple.vpn.managed`` payload of type IKEv2 for name + password (EAP),
 and in self-signed mode the server's CA as a ``com.apple.security.root`` payload, so the
-device trusts the server without a separate import (shared/clients.md, Profile formats).
+device trusts the server without a separate import (docs/clients.md, Profile formats).
 
 Identifiers are derived from host and user only: a regenerated profile has the same
 PayloadIdentifier and UUIDs, so installing it again replaces the old one instead of

@@ -6,7 +6,7 @@ so what it offers must be something the server accepts under both proposal sets
 algorithm by algorithm). This module is the only place that names algorithms for
 profiles; the platform modules only place the values.
 
-Choices (facts from shared/clients.md):
+Choices (facts from docs/clients.md, "What each native client does"):
 
 - Key exchange: ECP-384 (group 20) for IKE and for ESP rekeying (PFS). It is the one strong
   group all four vocabularies share: Apple's DiffieHellmanGroup 20, Windows' DHGroup and
@@ -18,7 +18,7 @@ Choices (facts from shared/clients.md):
 - IKE on Apple and strongSwan clients: AES-256-GCM with PRF HMAC-SHA2-384 (RFC 6379's
   Suite-B-GCM-256 with ECP-384). Apple lists AES-256-GCM as an EncryptionAlgorithm and
   uses the IntegrityAlgorithm as the PRF when the cipher is AEAD (Profile formats).
-- IKE on Windows: AES-256-CBC with SHA2-256 and ECP-384, the PowerShell line in clients.md;
+- IKE on Windows: AES-256-CBC with SHA2-256 and ECP-384, the PowerShell line in docs/clients.md;
   Windows offers GCM for IKE only from Windows 11 on (Default proposals).
 - ESP: AES-256-GCM when the server's IPsec backend carries it (``ProfileInput.esp_gcm``),
   else AES-256-CBC with HMAC-SHA2-256-128, which every platform has.
@@ -168,7 +168,7 @@ def suites_from_apple(ike: Mapping[str, object], child: Mapping[str, object]) ->
 # --- Windows (Set-VpnConnectionIPsecConfiguration) -------------------------------------
 @dataclass(frozen=True)
 class WindowsIPsec:
-    """The parameters of ``Set-VpnConnectionIPsecConfiguration`` (values from clients.md)."""
+    """The parameters of ``Set-VpnConnectionIPsecConfiguration`` (values from docs/clients.md)."""
 
     authentication_transform_constants: str  # ESP integrity (GCM: the AEAD cipher again)
     cipher_transform_constants: str  # ESP encryption

@@ -32,7 +32,7 @@ SCRIPT_NAME: Final = "windows.ps1"
 MANUAL_NAME: Final = "windows-manual.txt"
 
 # What Set-VpnConnectionIPsecConfiguration accepts, by parameter (Microsoft's documentation
-# of the cmdlet; shared/clients.md lists the IKE side).
+# of the cmdlet; docs/clients.md, "Default proposals", lists the IKE side).
 ALLOWED: Final[Mapping[str, frozenset[str]]] = {
     "AuthenticationTransformConstants": frozenset(
         {"MD596", "SHA196", "SHA256128", "GCMAES128", "GCMAES192", "GCMAES256", "None"}

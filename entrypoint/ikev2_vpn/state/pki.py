@@ -259,7 +259,7 @@ def _server_subject(host: str) -> x509.Name:
 
 
 def _san_for(host: str) -> list[x509.GeneralName]:
-    """The SAN entries clients dialling ``host`` need (shared/clients.md).
+    """The SAN entries clients dialling ``host`` need (docs/clients.md).
 
     An IP address goes in twice: as an IP entry, and as a DNS entry with its text, without
     which Windows fails with error 13801.
