@@ -20,7 +20,7 @@ from ikev2_vpn.state.users import nt_hash
 # Set-VpnConnectionIPsecConfiguration (independent of profiles/proposals.py).
 IKE_CIPHER = {"AES128": "aes128", "AES256": "aes256", "GCMAES128": "aes128gcm16",
               "GCMAES256": "aes256gcm16", "DES3": "3des"}  # fmt: skip
-IKE_INTEGRITY = {"SHA196": "sha1", "SHA256": "sha256", "SHA384": "sha384", "MD5": "md5"}
+IKE_INTEGRITY = {"SHA1": "sha1", "SHA256": "sha256", "SHA384": "sha384", "MD5": "md5"}
 DH_GROUP = {"Group2": "modp1024", "Group14": "modp2048", "ECP256": "ecp256", "ECP384": "ecp384",
             "Group24": "modp2048s256"}  # fmt: skip
 PFS_GROUP = {"PFS2": "modp1024", "PFS2048": "modp2048", "ECP256": "ecp256", "ECP384": "ecp384",
@@ -77,7 +77,30 @@ def strongswan_suites(arguments: dict[str, str]) -> tuple[str, str, str]:
     return ike, f"{esp}-{pfs}" if pfs else esp, esp
 
 
+# The "Accepted values" of each parameter on Microsoft's reference page for
+# Set-VpnConnectionIPsecConfiguration, copied here by hand: a value the cmdlet rejects makes the
+# script stop on the user's computer.
+DOCUMENTED = {
+    "AuthenticationTransformConstants": {
+        "MD596", "SHA196", "SHA256128", "GCMAES128", "GCMAES192", "GCMAES256", "None",
+    },
+    "CipherTransformConstants": {
+        "DES", "DES3", "AES128", "AES192", "AES256", "GCMAES128", "GCMAES192", "GCMAES256", "None",
+    },
+    "EncryptionMethod": {"DES", "DES3", "AES128", "AES192", "AES256", "GCMAES128", "GCMAES256"},
+    "IntegrityCheckMethod": {"MD5", "SHA1", "SHA256", "SHA384"},
+    "DHGroup": {"None", "Group1", "Group2", "Group14", "ECP256", "ECP384", "Group24"},
+    "PfsGroup": {"None", "PFS1", "PFS2", "PFS2048", "ECP256", "ECP384", "PFSMM", "PFS24"},
+}  # fmt: skip
+
+
 # --- proposals ---------------------------------------------------------------------------------
+
+
+def test_values_checked_against_are_the_cmdlets_documented_ones() -> None:
+    """ALLOWED once took SHA196 for IntegrityCheckMethod, which the cmdlet refuses."""
+    assert {name: set(values) for name, values in windows.ALLOWED.items()} == DOCUMENTED
+    assert set(IKE_INTEGRITY) == DOCUMENTED["IntegrityCheckMethod"]
 
 
 @pytest.mark.parametrize("esp_gcm", [True, False])
