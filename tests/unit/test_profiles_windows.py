@@ -124,6 +124,25 @@ def test_what_windows_then_offers_is_accepted_by_the_server(
     assert accepted(esp_first, server.esp, ike=False), esp_first
 
 
+@pytest.mark.parametrize("choice", list(ProposalSet))
+@pytest.mark.parametrize("esp_gcm", [True, False])
+def test_the_scripts_pfs_group_is_one_the_server_rekeys_esp_with(
+    esp_gcm: bool, choice: ProposalSet
+) -> None:
+    """The script turns PFS on (-PfsGroup), so Windows rekeys its CHILD_SA with that group;
+    the server's strong ESP proposals carry it, and also "none" for connections made by hand
+    in Settings, which rekey without PFS."""
+    line = command(script(make_profile(esp_gcm=esp_gcm)), "Set-VpnConnectionIPsecConfiguration")
+    found = re.search(r" -PfsGroup (\w+)", line)
+    assert found is not None
+    group = PFS_GROUP[found[1]]
+    assert group is not None, "the script sets a PFS group"
+    strong = [p for p in render.proposals(choice, esp_gcm).esp if "none" in p.split("-")]
+    assert strong, "the strong ESP proposals make PFS optional"
+    for proposal in strong:
+        assert group in proposal.split("-"), proposal
+
+
 def test_esp_uses_gcm_only_when_the_server_backend_carries_it() -> None:
     with_gcm = windows.parse_ipsec_configuration(script(make_profile(esp_gcm=True)))
     without = windows.parse_ipsec_configuration(script(make_profile(esp_gcm=False)))
