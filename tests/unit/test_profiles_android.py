@@ -70,8 +70,12 @@ def test_strong_proposals_in_strongswan_syntax(esp_gcm: bool, esp: str) -> None:
     assert document["esp-proposal"] == esp
 
 
-def test_ipv6_cannot_leak_past_the_ipv4_only_tunnel() -> None:
-    assert parse(make_profile())["split-tunneling"] == {"block-ipv6": True}
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_ipv6_goes_through_the_tunnel_or_nowhere(ipv6: bool) -> None:
+    """With "block-ipv6" the app sends all IPv6 into the tunnel when the server gave the phone
+    an IPv6 address (VPN_POOL_V6), and blocks it when not: it never goes around the tunnel.
+    Nothing narrows the tunnel to IPv4 (no subnets of the app's own)."""
+    assert parse(make_profile(ipv6=ipv6))["split-tunneling"] == {"block-ipv6": True}
 
 
 def test_same_host_and_user_give_the_same_uuid() -> None:
