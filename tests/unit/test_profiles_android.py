@@ -104,7 +104,21 @@ def test_builtin_instructions_self_signed() -> None:
 
 
 def test_builtin_instructions_with_a_public_ca() -> None:
+    """Stock Android's CA spinner has no "Use system certificates": its first entry,
+    "(don't verify server)", is what makes an IKEv2 profile check the system trust store."""
     text = android.builtin_instructions(make_profile(self_signed=False))
-    assert "IPSec CA certificate:      Use system certificates" in text
-    assert "Received from server" in text
+    assert """IPSec CA certificate:      leave it at "(don't verify server)"\n""" in text
+    assert 'Stock Android has no "Use system certificates" entry' in text
+    assert '"(received from server)"' in text
     assert "ca.crt" not in text
+
+
+@pytest.mark.parametrize("self_signed", [True, False])
+def test_builtin_instructions_name_only_entries_the_dialog_has(self_signed: bool) -> None:
+    """Every value offered for the two certificate spinners is one AOSP's dialog shows."""
+    text = android.builtin_instructions(make_profile(self_signed=self_signed))
+    ca_line = next(line for line in text.splitlines() if "IPSec CA certificate:" in line)
+    server_line = next(line for line in text.splitlines() if "IPSec server certificate:" in line)
+    expected_ca = "the certificate installed in step 1" if self_signed else "(don't verify server)"
+    assert expected_ca in ca_line
+    assert server_line.endswith('"(received from server)"')

@@ -54,6 +54,13 @@ def sswan(profile: ProfileInput) -> bytes:
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+# The built-in dialog as AOSP's Settings app draws it (vpn2/ConfigDialog.java, strings.xml):
+# the "IPSec CA certificate" spinner lists "(don't verify server)" (vpn_no_ca_cert) and then
+# the CA certificates the user installed; there is no "Use system certificates" entry. For
+# IKEv2 types that first entry stores no CA, and the platform then verifies the server
+# against the system trust store (Ikev2VpnProfile: a null server root CA "uses the system
+# trust store"; IkeSessionParams.setAuthEap with no CA uses all trusted CAs). The server
+# certificate spinner starts with "(received from server)" (vpn_no_server_cert).
 def builtin_instructions(profile: ProfileInput) -> str:
     """What to type into Android's own VPN settings, field by field (no password inside)."""
     fingerprint = None
