@@ -179,12 +179,17 @@ def test_creates_an_ikev2_eap_connection_to_the_host() -> None:
     assert command(text, "Set-VpnConnectionIPsecConfiguration").endswith("-Force @Scope")
 
 
-def test_parameters_and_order_of_steps() -> None:
-    text = script(make_profile())
+def parameters(text: str) -> str:
     param = re.search(r"param\((.*?)\n\)", text, re.DOTALL)
     assert param is not None
-    assert "[switch]$SplitTunnel" in param[1] and "[switch]$AllUsers" in param[1]
-    assert f"[string]$Name = 'IKEv2 VPN {HOST}'" in param[1]
+    return param[1]
+
+
+def test_parameters_and_order_of_steps() -> None:
+    text = script(make_profile())
+    assert "[switch]$SplitTunnel" in parameters(text)
+    assert "[switch]$AllUsers" in parameters(script(make_profile(self_signed=False)))
+    assert f"[string]$Name = 'IKEv2 VPN {HOST}'" in parameters(text)
     steps = [
         text.index("IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)"),
         text.index("Import-Certificate"),
@@ -209,6 +214,30 @@ def test_self_signed_ca_is_embedded_and_needs_an_administrator() -> None:
     thumbprint = ca().fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - Windows' thumbprint
     assert thumbprint in text
     assert thumbprint in manual(make_profile())
+
+
+def test_when_it_elevates_it_makes_the_connection_for_every_user() -> None:
+    """Self-signed mode needs an administrator (for the CA): a standard user then runs it as
+    another account, whose own connection list the user would never see."""
+    text = script(make_profile())
+    assert "[switch]$AllUsers" not in parameters(text)  # no choice left that would hide it
+    lines = code_lines(text)
+    assert "$Scope.AllUserConnection = $true" in [line.strip() for line in lines]
+    assert text.index("$Scope.AllUserConnection = $true") < text.index("Add-VpnConnection ")
+    for cmdlet in ("Add-VpnConnection", "Set-VpnConnectionIPsecConfiguration"):
+        assert command(text, cmdlet).endswith("@Scope")
+    assert "makes the connection for every user of this computer" in " ".join(text.split())
+    assert "every user of this computer" in command(text, "$For = if")
+    assert "every user of this computer" in " ".join(manual(make_profile()).split())
+
+
+def test_without_elevation_the_connection_stays_the_users_own() -> None:
+    text = script(make_profile(self_signed=False))
+    assert "[switch]$AllUsers" in parameters(text)
+    scope_lines = [line.strip() for line in code_lines(text) if "AllUserConnection" in line]
+    assert scope_lines[0] == "if ($AllUsers) { $Scope.AllUserConnection = $true }"
+    assert "makes the connection for the Windows user running it" in text
+    assert "for every user" not in manual(make_profile(self_signed=False))
 
 
 def test_public_certificate_imports_nothing() -> None:
