@@ -35,8 +35,11 @@ IKE_STRONG: Final = (
     f"aes256gcm16-aes128gcm16-prfsha384-prfsha256-prfsha512-{_STRONG_KE}",
     f"aes256-aes128-sha384-sha256-sha512-{_STRONG_KE}",
 )
-# ESP: "none" makes PFS optional. macOS rekeys its CHILD_SA without a DH group and Windows
-# never uses PFS, while iOS and strongSwan clients may propose one.
+# ESP: "none" makes PFS optional, so a CHILD_SA rekey is accepted with or without a key
+# exchange. Without: macOS, and a Windows connection made by hand in Settings (it offers ESP
+# without PFS). With one of the groups above: iOS, strongSwan clients, and Windows set up by
+# windows.ps1 (Set-VpnConnectionIPsecConfiguration -PfsGroup ECP384, profiles/proposals.py).
+# The first CHILD_SA rides on IKE_AUTH and never has a key exchange of its own.
 ESP_STRONG_AEAD: Final = f"aes256gcm16-aes128gcm16-{_STRONG_KE}-none"
 ESP_STRONG_CBC: Final = f"aes256-aes128-sha384-sha256-sha512-{_STRONG_KE}-none"
 
@@ -52,9 +55,9 @@ ESP_LEGACY: Final = ("aes256-sha1",)
 DPD_DELAY: Final = "30s"  # VPN_DPD_DELAY's default
 RETRANSMIT_TRIES: Final = 3
 # The server never starts a rekey: clients do, on their own schedules. A server-initiated
-# CHILD_SA rekey carries a DH group, which macOS (rekeys without PFS) and Windows (no PFS)
-# refuse, dropping the tunnel (Algo runs with rekey=no for the same reason). Dead clients
-# are cleared by DPD instead of by lifetimes.
+# CHILD_SA rekey carries a DH group, which macOS and hand-made Windows connections (both
+# rekey without PFS) refuse, dropping the tunnel (Algo runs with rekey=no for the same
+# reason). Dead clients are cleared by DPD instead of by lifetimes.
 SERVER_REKEY_TIME: Final = "0"
 
 # --- IKE_SA_INIT flood protection (charon's DoS settings) ---------------------------------

@@ -221,7 +221,7 @@ _WINDOWS_CIPHER: Final = {  # EncryptionMethod (IKE) and CipherTransformConstant
     "GCMAES256": "aes256gcm16",
     "None": "null",
 }
-_WINDOWS_INTEGRITY: Final = {"MD5": "md5", "SHA196": "sha1", "SHA256": "sha256", "SHA384": "sha384"}
+_WINDOWS_INTEGRITY: Final = {"MD5": "md5", "SHA1": "sha1", "SHA256": "sha256", "SHA384": "sha384"}
 _WINDOWS_ESP_AUTH: Final = {"MD596": "md5", "SHA196": "sha1", "SHA256128": "sha256", "None": ""}
 _WINDOWS_DH: Final = {
     "Group1": "modp768",

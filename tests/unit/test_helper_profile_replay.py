@@ -264,7 +264,7 @@ def test_powershell_arguments_become_one_proposal_each() -> None:
             "des-md5-modp2048",
         ),
         (
-            ("GCMAES128", "GCMAES128", "AES192", "SHA196", "Group24", "PFS24"),
+            ("GCMAES128", "GCMAES128", "AES192", "SHA1", "Group24", "PFS24"),
             "aes192-sha1-modp2048s256",
             "aes128gcm16-modp2048s256",
         ),

@@ -70,8 +70,12 @@ def test_strong_proposals_in_strongswan_syntax(esp_gcm: bool, esp: str) -> None:
     assert document["esp-proposal"] == esp
 
 
-def test_ipv6_cannot_leak_past_the_ipv4_only_tunnel() -> None:
-    assert parse(make_profile())["split-tunneling"] == {"block-ipv6": True}
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_ipv6_goes_through_the_tunnel_or_nowhere(ipv6: bool) -> None:
+    """With "block-ipv6" the app sends all IPv6 into the tunnel when the server gave the phone
+    an IPv6 address (VPN_POOL_V6), and blocks it when not: it never goes around the tunnel.
+    Nothing narrows the tunnel to IPv4 (no subnets of the app's own)."""
+    assert parse(make_profile(ipv6=ipv6))["split-tunneling"] == {"block-ipv6": True}
 
 
 def test_same_host_and_user_give_the_same_uuid() -> None:
@@ -100,7 +104,21 @@ def test_builtin_instructions_self_signed() -> None:
 
 
 def test_builtin_instructions_with_a_public_ca() -> None:
+    """Stock Android's CA spinner has no "Use system certificates": its first entry,
+    "(don't verify server)", is what makes an IKEv2 profile check the system trust store."""
     text = android.builtin_instructions(make_profile(self_signed=False))
-    assert "IPSec CA certificate:      Use system certificates" in text
-    assert "Received from server" in text
+    assert """IPSec CA certificate:      leave it at "(don't verify server)"\n""" in text
+    assert 'Stock Android has no "Use system certificates" entry' in text
+    assert '"(received from server)"' in text
     assert "ca.crt" not in text
+
+
+@pytest.mark.parametrize("self_signed", [True, False])
+def test_builtin_instructions_name_only_entries_the_dialog_has(self_signed: bool) -> None:
+    """Every value offered for the two certificate spinners is one AOSP's dialog shows."""
+    text = android.builtin_instructions(make_profile(self_signed=self_signed))
+    ca_line = next(line for line in text.splitlines() if "IPSec CA certificate:" in line)
+    server_line = next(line for line in text.splitlines() if "IPSec server certificate:" in line)
+    expected_ca = "the certificate installed in step 1" if self_signed else "(don't verify server)"
+    assert expected_ca in ca_line
+    assert server_line.endswith('"(received from server)"')

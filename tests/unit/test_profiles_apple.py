@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import plistlib
 import uuid
 from typing import Any
@@ -132,6 +133,23 @@ def test_connection_behaviour() -> None:
     assert settings["DisableMOBIKE"] == 0
     assert settings["DisableRedirect"] == 1
     assert "OnDemandEnabled" not in settings
+
+
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_full_tunnel_comes_from_the_servers_traffic_selector_not_from_cisco_keys(
+    ipv6: bool,
+) -> None:
+    """Apple documents IPv4.OverridePrimary for Cisco IPsec and L2TP only: an IKEv2 payload
+    routes what the server's traffic selector covers, which is everything."""
+    profile = make_profile(ipv6=ipv6)
+    vpn = payload(parse(profile), "com.apple.vpn.managed")
+    assert "IPv4" not in vpn
+    assert b"OverridePrimary" not in apple.mobileconfig(profile)
+    assert "IncludeAllNetworks" not in vpn["IKEv2"]  # would also capture the local network
+    pool_v6 = ipaddress.IPv6Network("fd00:10:10::/112") if ipv6 else None
+    selector = [ipaddress.ip_network(ts) for ts in render.full_tunnel(pool_v6)]
+    assert ipaddress.IPv4Network("0.0.0.0/0") in selector
+    assert (ipaddress.IPv6Network("::/0") in selector) == ipv6
 
 
 def test_always_on_connects_on_demand_everywhere() -> None:

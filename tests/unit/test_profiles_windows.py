@@ -20,7 +20,7 @@ from ikev2_vpn.state.users import nt_hash
 # Set-VpnConnectionIPsecConfiguration (independent of profiles/proposals.py).
 IKE_CIPHER = {"AES128": "aes128", "AES256": "aes256", "GCMAES128": "aes128gcm16",
               "GCMAES256": "aes256gcm16", "DES3": "3des"}  # fmt: skip
-IKE_INTEGRITY = {"SHA196": "sha1", "SHA256": "sha256", "SHA384": "sha384", "MD5": "md5"}
+IKE_INTEGRITY = {"SHA1": "sha1", "SHA256": "sha256", "SHA384": "sha384", "MD5": "md5"}
 DH_GROUP = {"Group2": "modp1024", "Group14": "modp2048", "ECP256": "ecp256", "ECP384": "ecp384",
             "Group24": "modp2048s256"}  # fmt: skip
 PFS_GROUP = {"PFS2": "modp1024", "PFS2048": "modp2048", "ECP256": "ecp256", "ECP384": "ecp384",
@@ -77,7 +77,30 @@ def strongswan_suites(arguments: dict[str, str]) -> tuple[str, str, str]:
     return ike, f"{esp}-{pfs}" if pfs else esp, esp
 
 
+# The "Accepted values" of each parameter on Microsoft's reference page for
+# Set-VpnConnectionIPsecConfiguration, copied here by hand: a value the cmdlet rejects makes the
+# script stop on the user's computer.
+DOCUMENTED = {
+    "AuthenticationTransformConstants": {
+        "MD596", "SHA196", "SHA256128", "GCMAES128", "GCMAES192", "GCMAES256", "None",
+    },
+    "CipherTransformConstants": {
+        "DES", "DES3", "AES128", "AES192", "AES256", "GCMAES128", "GCMAES192", "GCMAES256", "None",
+    },
+    "EncryptionMethod": {"DES", "DES3", "AES128", "AES192", "AES256", "GCMAES128", "GCMAES256"},
+    "IntegrityCheckMethod": {"MD5", "SHA1", "SHA256", "SHA384"},
+    "DHGroup": {"None", "Group1", "Group2", "Group14", "ECP256", "ECP384", "Group24"},
+    "PfsGroup": {"None", "PFS1", "PFS2", "PFS2048", "ECP256", "ECP384", "PFSMM", "PFS24"},
+}  # fmt: skip
+
+
 # --- proposals ---------------------------------------------------------------------------------
+
+
+def test_values_checked_against_are_the_cmdlets_documented_ones() -> None:
+    """ALLOWED once took SHA196 for IntegrityCheckMethod, which the cmdlet refuses."""
+    assert {name: set(values) for name, values in windows.ALLOWED.items()} == DOCUMENTED
+    assert set(IKE_INTEGRITY) == DOCUMENTED["IntegrityCheckMethod"]
 
 
 @pytest.mark.parametrize("esp_gcm", [True, False])
@@ -99,6 +122,25 @@ def test_what_windows_then_offers_is_accepted_by_the_server(
     assert accepted(ike, server.ike, ike=True), ike
     assert accepted(esp_rekey, server.esp, ike=False), esp_rekey
     assert accepted(esp_first, server.esp, ike=False), esp_first
+
+
+@pytest.mark.parametrize("choice", list(ProposalSet))
+@pytest.mark.parametrize("esp_gcm", [True, False])
+def test_the_scripts_pfs_group_is_one_the_server_rekeys_esp_with(
+    esp_gcm: bool, choice: ProposalSet
+) -> None:
+    """The script turns PFS on (-PfsGroup), so Windows rekeys its CHILD_SA with that group;
+    the server's strong ESP proposals carry it, and also "none" for connections made by hand
+    in Settings, which rekey without PFS."""
+    line = command(script(make_profile(esp_gcm=esp_gcm)), "Set-VpnConnectionIPsecConfiguration")
+    found = re.search(r" -PfsGroup (\w+)", line)
+    assert found is not None
+    group = PFS_GROUP[found[1]]
+    assert group is not None, "the script sets a PFS group"
+    strong = [p for p in render.proposals(choice, esp_gcm).esp if "none" in p.split("-")]
+    assert strong, "the strong ESP proposals make PFS optional"
+    for proposal in strong:
+        assert group in proposal.split("-"), proposal
 
 
 def test_esp_uses_gcm_only_when_the_server_backend_carries_it() -> None:
@@ -137,12 +179,17 @@ def test_creates_an_ikev2_eap_connection_to_the_host() -> None:
     assert command(text, "Set-VpnConnectionIPsecConfiguration").endswith("-Force @Scope")
 
 
-def test_parameters_and_order_of_steps() -> None:
-    text = script(make_profile())
+def parameters(text: str) -> str:
     param = re.search(r"param\((.*?)\n\)", text, re.DOTALL)
     assert param is not None
-    assert "[switch]$SplitTunnel" in param[1] and "[switch]$AllUsers" in param[1]
-    assert f"[string]$Name = 'IKEv2 VPN {HOST}'" in param[1]
+    return param[1]
+
+
+def test_parameters_and_order_of_steps() -> None:
+    text = script(make_profile())
+    assert "[switch]$SplitTunnel" in parameters(text)
+    assert "[switch]$AllUsers" in parameters(script(make_profile(self_signed=False)))
+    assert f"[string]$Name = 'IKEv2 VPN {HOST}'" in parameters(text)
     steps = [
         text.index("IsInRole([Security.Principal.WindowsBuiltInRole]::Administrator)"),
         text.index("Import-Certificate"),
@@ -167,6 +214,30 @@ def test_self_signed_ca_is_embedded_and_needs_an_administrator() -> None:
     thumbprint = ca().fingerprint(hashes.SHA1()).hex().upper()  # noqa: S303 - Windows' thumbprint
     assert thumbprint in text
     assert thumbprint in manual(make_profile())
+
+
+def test_when_it_elevates_it_makes_the_connection_for_every_user() -> None:
+    """Self-signed mode needs an administrator (for the CA): a standard user then runs it as
+    another account, whose own connection list the user would never see."""
+    text = script(make_profile())
+    assert "[switch]$AllUsers" not in parameters(text)  # no choice left that would hide it
+    lines = code_lines(text)
+    assert "$Scope.AllUserConnection = $true" in [line.strip() for line in lines]
+    assert text.index("$Scope.AllUserConnection = $true") < text.index("Add-VpnConnection ")
+    for cmdlet in ("Add-VpnConnection", "Set-VpnConnectionIPsecConfiguration"):
+        assert command(text, cmdlet).endswith("@Scope")
+    assert "makes the connection for every user of this computer" in " ".join(text.split())
+    assert "every user of this computer" in command(text, "$For = if")
+    assert "every user of this computer" in " ".join(manual(make_profile()).split())
+
+
+def test_without_elevation_the_connection_stays_the_users_own() -> None:
+    text = script(make_profile(self_signed=False))
+    assert "[switch]$AllUsers" in parameters(text)
+    scope_lines = [line.strip() for line in code_lines(text) if "AllUserConnection" in line]
+    assert scope_lines[0] == "if ($AllUsers) { $Scope.AllUserConnection = $true }"
+    assert "makes the connection for the Windows user running it" in text
+    assert "for every user" not in manual(make_profile(self_signed=False))
 
 
 def test_public_certificate_imports_nothing() -> None:

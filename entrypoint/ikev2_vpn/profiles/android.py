@@ -44,13 +44,23 @@ def sswan(profile: ProfileInput) -> bytes:
         "local": {"eap_id": profile.user},
         "ike-proposal": suites.ike.strongswan(),
         "esp-proposal": suites.esp.strongswan(),
-        # The server hands out IPv4 addresses only: without this, IPv6 traffic would leave
-        # the phone outside the tunnel.
+        # The app asks for an IPv4 and an IPv6 address; the server has an IPv6 pool only with
+        # VPN_POOL_V6. With "block-ipv6" the app (CharonVpnService's BuilderCache.applyData)
+        # routes ::/0 into the tunnel when it got an IPv6 address, and otherwise lets no IPv6
+        # leave the phone, where it would by default go around the tunnel. So the same key
+        # is right with and without VPN_POOL_V6 (and when a full v6 pool gives none).
         "split-tunneling": {"block-ipv6": True},
     }
     return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
+# The built-in dialog as AOSP's Settings app draws it (vpn2/ConfigDialog.java, strings.xml):
+# the "IPSec CA certificate" spinner lists "(don't verify server)" (vpn_no_ca_cert) and then
+# the CA certificates the user installed; there is no "Use system certificates" entry. For
+# IKEv2 types that first entry stores no CA, and the platform then verifies the server
+# against the system trust store (Ikev2VpnProfile: a null server root CA "uses the system
+# trust store"; IkeSessionParams.setAuthEap with no CA uses all trusted CAs). The server
+# certificate spinner starts with "(received from server)" (vpn_no_server_cert).
 def builtin_instructions(profile: ProfileInput) -> str:
     """What to type into Android's own VPN settings, field by field (no password inside)."""
     fingerprint = None

@@ -103,7 +103,13 @@ def _vpn_payload(profile: ProfileInput) -> dict[str, Any]:
         "UserDefinedName": profile.display_name,
         "VPNType": "IKEv2",
         "IKEv2": ikev2,
-        "IPv4": {"OverridePrimary": 1},  # full tunnel, as the server's traffic selector says
+        # No IPv4 dictionary: its only key, OverridePrimary, "only applies to Cisco IPsec and
+        # L2TP VPN types" (Apple's VPN payload reference, com.apple.vpn.managed), so an IKEv2
+        # payload would carry it for nothing. An IKEv2 client routes what the server's traffic
+        # selector covers: 0.0.0.0/0 (and ::/0 with VPN_POOL_V6, render.full_tunnel) is the
+        # full tunnel. IncludeAllNetworks (iOS 14, macOS 10.15) is not needed for that and is
+        # left off: it would also pull local-network traffic into the tunnel (Apple's default
+        # for ExcludeLocalNetworks is 0 on macOS), cutting a Mac off its printers and NAS.
     }
 
 

@@ -31,8 +31,10 @@ ENCODING: Final = "utf-8-sig"  # UTF-8 with BOM: see the module docstring
 SCRIPT_NAME: Final = "windows.ps1"
 MANUAL_NAME: Final = "windows-manual.txt"
 
-# What Set-VpnConnectionIPsecConfiguration accepts, by parameter (Microsoft's documentation
-# of the cmdlet; docs/clients.md, "Default proposals", lists the IKE side).
+# What Set-VpnConnectionIPsecConfiguration accepts, by parameter: the "Accepted values" of
+# Microsoft's reference page for the cmdlet (VpnClient module, learn.microsoft.com). The
+# "96" suffixes belong to ESP's AuthenticationTransformConstants only; IKE's
+# IntegrityCheckMethod says plain SHA1.
 ALLOWED: Final[Mapping[str, frozenset[str]]] = {
     "AuthenticationTransformConstants": frozenset(
         {"MD596", "SHA196", "SHA256128", "GCMAES128", "GCMAES192", "GCMAES256", "None"}
@@ -43,7 +45,7 @@ ALLOWED: Final[Mapping[str, frozenset[str]]] = {
     "EncryptionMethod": frozenset(
         {"DES", "DES3", "AES128", "AES192", "AES256", "GCMAES128", "GCMAES256"}
     ),
-    "IntegrityCheckMethod": frozenset({"MD5", "SHA196", "SHA256", "SHA384"}),
+    "IntegrityCheckMethod": frozenset({"MD5", "SHA1", "SHA256", "SHA384"}),
     "DHGroup": frozenset({"None", "Group1", "Group2", "Group14", "ECP256", "ECP384", "Group24"}),
     "PfsGroup": frozenset(
         {"None", "PFS1", "PFS2", "PFS2048", "ECP256", "ECP384", "PFSMM", "PFS24"}
