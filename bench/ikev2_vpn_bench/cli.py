@@ -15,8 +15,8 @@ from typing import Any
 
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.vpnclient import Target
+from ikev2_vpn_lab.lab import Lab
 
 from . import chart, measure, report
 from .image import ensure_bench_image

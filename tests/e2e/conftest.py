@@ -15,8 +15,8 @@ import pytest
 
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.lab import Lab
-from ikev2_vpn_helper.pebble import ensure_pebble_image
+from ikev2_vpn_lab.lab import Lab
+from ikev2_vpn_lab.pebble import ensure_pebble_image
 
 IMAGE = os.environ.get("VPN_TEST_IMAGE", "ikev2-vpn:test")
 

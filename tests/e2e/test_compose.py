@@ -17,9 +17,9 @@ import docker
 import pytest
 
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import Server
 from ikev2_vpn_helper.topology import TEST_NET_3, engine_subnets, free_subnets, host_subnets
+from ikev2_vpn_lab.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "compose-pw #1"

@@ -23,11 +23,11 @@ import docker
 import pytest
 
 from ikev2_vpn.defaults import SYSCTLS
-from ikev2_vpn_helper import kubernetes as k8s
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.lab import Lab
-from ikev2_vpn_helper.radius import Login, ensure_radius_image
 from ikev2_vpn_helper.server import Server
+from ikev2_vpn_lab import kubernetes as k8s
+from ikev2_vpn_lab.lab import Lab
+from ikev2_vpn_lab.radius import Login, ensure_radius_image
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "pod spec: pw #1"

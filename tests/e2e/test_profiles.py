@@ -12,10 +12,10 @@ import pytest
 from ikev2_vpn.profiles import linux, windows
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.lab import Lab
-from ikev2_vpn_helper.profile_replay import parse_nmconnection, parse_settings
 from ikev2_vpn_helper.profiles import fetch_profiles
 from ikev2_vpn_helper.server import Server
+from ikev2_vpn_lab.lab import Lab
+from ikev2_vpn_lab.profile_replay import parse_nmconnection, parse_settings
 
 HOST = "vpn.example.test"
 NEW_HOST = "vpn2.example.test"

@@ -19,11 +19,11 @@ import pytest
 
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.lab import Lab
-from ikev2_vpn_helper.radius import FreeRadius, Login, ensure_radius_image
 from ikev2_vpn_helper.server import Server
 from ikev2_vpn_helper.users import run_users
 from ikev2_vpn_helper.vpnclient import VpnClient
+from ikev2_vpn_lab.lab import Lab
+from ikev2_vpn_lab.radius import FreeRadius, Login, ensure_radius_image
 
 # Characters strongswan.conf and FreeRADIUS both need quoted or escaped: a secret rendered
 # or quoted wrongly on either side makes every login fail.

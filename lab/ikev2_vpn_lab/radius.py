@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import docker
 from docker.models.containers import Container
 
-from . import engine as eng
-from .base import DEFAULT_BASE, Log
-from .errors import HelperError
-from .image import ensure_tool_image
+from ikev2_vpn_helper import engine as eng
+from ikev2_vpn_helper.base import DEFAULT_BASE, Log
+from ikev2_vpn_helper.errors import HelperError
+from ikev2_vpn_helper.image import ensure_tool_image
 
 RADIUS_IMAGE = "ikev2-vpn-freeradius:trixie"
 DEFAULT_ALIAS = "radius.example.test"
