@@ -33,14 +33,8 @@ RUN python3 -m venv --system-site-packages --without-pip /opt/ikev2-vpn \
 COPY pyproject.toml README.md /src/
 COPY entrypoint /src/entrypoint
 COPY config /src/config
-COPY helper /src/helper
-COPY bench/ikev2_vpn_bench /src/bench/ikev2_vpn_bench
-# The host-side helper and benchmark packages ship in the same distribution; the server
-# does not need them.
-RUN pip --python /opt/ikev2-vpn/bin/python3 install --no-deps --no-build-isolation /src \
- && rm -rf /opt/ikev2-vpn/lib/python3*/site-packages/ikev2_vpn_helper \
-           /opt/ikev2-vpn/lib/python3*/site-packages/ikev2_vpn_bench \
-           /opt/ikev2-vpn/bin/ikev2-vpn-helper
+# Only the server's distribution: the helper, the test lab and the benchmark are others.
+RUN pip --python /opt/ikev2-vpn/bin/python3 install --no-deps --no-build-isolation /src
 
 FROM ${BASE_IMAGE}
 RUN apt-get update \

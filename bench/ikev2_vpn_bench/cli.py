@@ -15,11 +15,11 @@ from typing import Any
 
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.vpnclient import Target
+from ikev2_vpn_lab.images import ensure_bench_image
+from ikev2_vpn_lab.lab import Lab
 
 from . import chart, measure, report
-from .image import ensure_bench_image
 from .servers import OURS
 
 BENCH_DIR = Path(__file__).resolve().parents[1]
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 def run(image: str, plan: measure.Plan, plan_name: str, log: Any = print) -> dict[str, Any]:
     """Every measurement of ``plan``; the lab is removed afterwards, whatever happens."""
     engine = eng.connect_engine()
+    # Before the lab's networks exist: the build downloads iperf3 from Debian's mirror.
     bench_image = ensure_bench_image(engine, image, log)
     began = time.monotonic()
     with Lab(engine, image=image, client_image=bench_image, log=log) as lab:

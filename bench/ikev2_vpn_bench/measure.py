@@ -17,16 +17,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper.flood import (
+from ikev2_vpn_helper.server import Server
+from ikev2_vpn_helper.vpnclient import SWANCTL_CONF, Target, VpnClient, create_tool_container
+from ikev2_vpn_lab.flood import (
     IDLE,
     Attacker,
     FloodResult,
     established_count,
     render_burst_conf,
 )
-from ikev2_vpn_helper.lab import Lab
-from ikev2_vpn_helper.server import Server
-from ikev2_vpn_helper.vpnclient import SWANCTL_CONF, Target, VpnClient, _create
+from ikev2_vpn_lab.lab import Lab
 
 from . import servers
 from .servers import BARE, KINDS, OURS
@@ -204,7 +204,7 @@ def throughput(run: Run, client: VpnClient, target: Target, kind: str) -> dict[s
 
 def plain_throughput(run: Run, target: Target) -> dict[str, Any]:
     """The same iperf3 between two containers on the egress network, without a tunnel."""
-    container = _create(
+    container = create_tool_container(
         run.lab.engine,
         run.lab.client_image or run.lab.image,
         run.lab.name("plain"),

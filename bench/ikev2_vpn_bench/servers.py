@@ -19,9 +19,9 @@ from docker.models.containers import Container
 
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import Server, ServerSpec, start_server
-from ikev2_vpn_helper.serverstate import parse_ike_sas
+from ikev2_vpn_lab.lab import Lab
+from ikev2_vpn_lab.serverstate import parse_ike_sas
 
 from . import bare
 

@@ -1,6 +1,6 @@
 """Judging a check: what a user would notice of a connection attempt (pure functions).
 
-:func:`ikev2_vpn_helper.lab.run_check` produces the inputs with real containers.
+:func:`ikev2_vpn_helper.session.run_check` produces the inputs with real containers.
 """
 
 from __future__ import annotations

@@ -17,10 +17,10 @@ from . import __version__, base, image
 from . import engine as eng
 from .check import CheckOptions, format_report
 from .errors import HelperError
-from .lab import run_check
 from .profiles import describe as describe_profiles
 from .profiles import fetch_profiles
 from .server import DEFAULT_NAME, HEALTH_TIMEOUT_S, Server, ServerSpec, start_server
+from .session import run_check
 from .topology import ensure_topology
 from .users import read_password, run_users, users_argv
 

@@ -41,7 +41,8 @@ DEVICES = ("/dev/net/tun:/dev/net/tun:rwm",)
 @dataclass(frozen=True)
 class Privileges:
     """What the kernel lets the server do. The defaults are what it needs under Docker; a
-    Kubernetes pod spec translates to its own (see :mod:`ikev2_vpn_helper.kubernetes`)."""
+    Kubernetes pod spec translates to its own (see the test lab's
+    :mod:`ikev2_vpn_lab.kubernetes`)."""
 
     cap_add: Sequence[str] = CAPABILITIES
     cap_drop: Sequence[str] = ()
@@ -92,7 +93,7 @@ class ServerSpec:
     def hidden_values(self) -> list[str]:
         """Passwords to mask in anything shown: in the settings, in ``secret_files``, and in
         ``files`` that a ``*_FILE`` setting points at (a pod's Secret volume, as
-        :mod:`ikev2_vpn_helper.kubernetes` mounts it)."""
+        the test lab's :mod:`ikev2_vpn_lab.kubernetes` mounts it)."""
         pointed_at = {
             setting: self.files[path]
             for setting, path in self.env.items()

@@ -1,4 +1,4 @@
-"""An isolated test topology: two Docker networks in documentation address ranges.
+"""An isolated test topology: two Docker networks in the benchmarking range 198.18.0.0/15.
 
 - ``wan``: clients and the server. Internal: the engine drops whatever would leave its
   subnet, so a client reaches nothing but the server except through the tunnel.
@@ -6,11 +6,16 @@
   prefers non-internal networks for a container's default route; nothing in a test sends to
   public addresses, so nothing leaves the machine.
 
-Ranges are cut into /26 slots so parallel runs on one engine get their own subnets; each
-role starts with its own documentation range (192.0.2.0/24 wan, 198.51.100.0/24 egress)
-and moves on to the others when it is taken. Slots that overlap the host's own networks are
-never used: some machines (this project's CI among them) sit in a documentation range
-themselves, and a bridge holding the host's gateway address cuts the host off.
+The range is RFC 2544's, set aside for benchmarking networks and never routed on the
+Internet. (The documentation ranges used before are not safe: machines sit in them, and
+this project's CI reaches its package mirror at one.) It is cut into /26 slots so parallel
+runs on one engine get their own subnets; each role starts with its own half (198.18.0.0/16
+wan, 198.19.0.0/16 egress) and moves on to the other when it is full.
+
+A slot is never used when it overlaps the engine's networks or, with a local engine, the
+host's own networks or any address the host talks to (its resolvers, gateways, proxies,
+TCP peers and package mirrors: :mod:`ikev2_vpn_helper.hostnet`). A bridge holding such an
+address takes the host's route to it away and cuts the whole machine off.
 
 With ``ipv6``, both networks are dual stack: each also gets a free /64 of IPv6's
 documentation prefix 2001:db8::/32 (RFC 3849), found the same way.
@@ -32,13 +37,14 @@ from docker.types import IPAMConfig, IPAMPool
 
 from . import engine as eng
 from .errors import HelperError
+from .hostnet import Network as AnyNetwork
+from .hostnet import host_peers
 
-# Documentation ranges only (RFC 5737), each role's own first; the third is shared.
-TEST_NET_1 = ipaddress.IPv4Network("192.0.2.0/24")
-TEST_NET_2 = ipaddress.IPv4Network("198.51.100.0/24")
-TEST_NET_3 = ipaddress.IPv4Network("203.0.113.0/24")
-WAN_SPACES = (TEST_NET_1, TEST_NET_3, TEST_NET_2)
-EGRESS_SPACES = (TEST_NET_2, TEST_NET_3, TEST_NET_1)
+# RFC 2544's benchmarking range, one half per role first.
+BENCHMARK_RANGE = ipaddress.IPv4Network("198.18.0.0/15")
+WAN_HALF, EGRESS_HALF = BENCHMARK_RANGE.subnets(prefixlen_diff=1)
+WAN_SPACES = (WAN_HALF, EGRESS_HALF)
+EGRESS_SPACES = (EGRESS_HALF, WAN_HALF)
 SLOT_PREFIX = 26
 IPV6_DOC = ipaddress.IPv6Network("2001:db8::/32")
 SLOT_PREFIX_V6 = 64
@@ -159,16 +165,58 @@ def _prefixes(entry: dict[str, object]) -> Iterator[str]:
             yield f"{info['local']}/{info['prefixlen']}"
 
 
+def host_avoided() -> list[AnyNetwork]:
+    """What a lab network must not overlap on the host: its own networks and every address
+    it talks to. Knowable only when the engine runs on this host; else nothing."""
+    if not eng.engine_is_local():
+        return []
+    return [*host_subnets(), *host_subnets_v6(), *host_peers()]
+
+
+def free_lab_subnet(engine: docker.DockerClient) -> ipaddress.IPv4Network:
+    """A free /26 for a network made outside a topology (a Compose project's)."""
+    avoid = [*engine_subnets(engine), *_v4(host_avoided())]
+    slot = next(free_subnets(WAN_SPACES, avoid), None)
+    if slot is None:
+        raise HelperError(f"no free /{SLOT_PREFIX} left in {BENCHMARK_RANGE}")
+    return slot
+
+
+def _v4(networks: Iterable[AnyNetwork]) -> list[ipaddress.IPv4Network]:
+    return [n for n in networks if isinstance(n, ipaddress.IPv4Network)]
+
+
+def _v6(networks: Iterable[AnyNetwork]) -> list[ipaddress.IPv6Network]:
+    return [n for n in networks if isinstance(n, ipaddress.IPv6Network)]
+
+
 def ensure_topology(
     engine: docker.DockerClient, name: str, run_id: str | None = None, *, ipv6: bool = False
 ) -> Topology:
     """Create the two networks of topology ``name``, or reuse them when they exist."""
     wan_name, egress_name = network_names(name)
+    avoid = host_avoided()
     wan = _ensure_network(
-        engine, wan_name, name, "wan", WAN_SPACES, internal=True, run_id=run_id, ipv6=ipv6
+        engine,
+        wan_name,
+        name,
+        "wan",
+        WAN_SPACES,
+        avoid=avoid,
+        internal=True,
+        run_id=run_id,
+        ipv6=ipv6,
     )
     egress = _ensure_network(
-        engine, egress_name, name, "egress", EGRESS_SPACES, internal=False, run_id=run_id, ipv6=ipv6
+        engine,
+        egress_name,
+        name,
+        "egress",
+        EGRESS_SPACES,
+        avoid=avoid,
+        internal=False,
+        run_id=run_id,
+        ipv6=ipv6,
     )
     return Topology(
         name,
@@ -200,6 +248,7 @@ def _ensure_network(
     role: str,
     spaces: Sequence[ipaddress.IPv4Network],
     *,
+    avoid: Sequence[AnyNetwork],
     internal: bool,
     run_id: str | None,
     ipv6: bool = False,
@@ -211,15 +260,15 @@ def _ensure_network(
     labels = {**eng.labels(run_id, role), LABEL_TOPOLOGY: topology}
     # Another run may take the same slot between listing and creating: try the next one.
     for _attempt in range(8):
-        slot = next(free_subnets(spaces, [*engine_subnets(engine), *host_subnets()]), None)
+        slot = next(free_subnets(spaces, [*engine_subnets(engine), *_v4(avoid)]), None)
         if slot is None:
             raise HelperError(
-                f"no free /{SLOT_PREFIX} left in the documentation ranges for network {name}; "
+                f"no free /{SLOT_PREFIX} left in {BENCHMARK_RANGE} for network {name}; "
                 "remove old test networks with `ikev2-vpn-helper clean --all`"
             )
         pools = [IPAMPool(subnet=str(slot))]
         if ipv6:
-            taken_v6 = [*engine_subnets_v6(engine), *host_subnets_v6()]
+            taken_v6 = [*engine_subnets_v6(engine), *_v6(avoid)]
             slot_v6 = next(free_subnets_v6(IPV6_DOC, taken_v6), None)
             if slot_v6 is None:
                 raise HelperError(f"no free /{SLOT_PREFIX_V6} left in {IPV6_DOC} for {name}")

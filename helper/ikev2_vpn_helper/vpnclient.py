@@ -276,9 +276,11 @@ def parse_tunnel(list_sas_raw: str) -> str | None:
 # --- containers ------------------------------------------------------------------------------
 
 
-def _create(
+def create_tool_container(
     engine: docker.DockerClient, image: str, name: str, network: str, **options: Any
 ) -> Container:
+    """A created (not started) container of ``image`` for a client-side tool: no health
+    check, no volume; ``options`` go to the engine (entrypoint, labels, capabilities)."""
     try:
         return engine.containers.create(
             image,
@@ -296,7 +298,8 @@ def _create(
         raise HelperError(f"cannot create container {name}: {error.explanation}") from None
 
 
-def _address_on(container: Container, network: str, *, ipv6: bool = False) -> str:
+def address_on(container: Container, network: str, *, ipv6: bool = False) -> str:
+    """The container's address on ``network``; fails clearly when it has none."""
     container.reload()
     found = eng.network_addresses_v6 if ipv6 else eng.network_addresses
     address = found(container).get(network)
@@ -331,7 +334,7 @@ class Target:
         address on ``network`` only (Docker networks always have IPv4)."""
         if ipv6_only:
             cap_add = [*cap_add, "NET_ADMIN"]
-        container = _create(
+        container = create_tool_container(
             engine,
             image,
             name,
@@ -345,8 +348,8 @@ class Target:
         _wait_for(lambda: b"listening" in container.logs(), container, "target service")
         if ipv6_only:
             eng.run_checked(container, ["ip", "-4", "address", "flush", "scope", "global"])
-            return cls(container, _address_on(container, network, ipv6=True), port)
-        return cls(container, _address_on(container, network), port)
+            return cls(container, address_on(container, network, ipv6=True), port)
+        return cls(container, address_on(container, network), port)
 
     @classmethod
     def serve_in(cls, container: Container, address: str, port: int = TARGET_PORT) -> Target:
@@ -409,7 +412,7 @@ class VpnClient:
     ) -> VpnClient:
         """``ipv6``: IPv6 on for the client's ipsec0 too (Docker turns it off for
         interfaces made later), so it can use an IPv6 virtual address."""
-        container = _create(
+        container = create_tool_container(
             engine,
             image,
             name,
@@ -437,7 +440,7 @@ class VpnClient:
             container,
             "charon",
         )
-        return cls(container, server_address, server_id, _address_on(container, network))
+        return cls(container, server_address, server_id, address_on(container, network))
 
     def connect(
         self,

@@ -2,7 +2,9 @@
 
 The tests never skip: without a Docker engine or the image they fail and say what to do.
 Every container, network and volume is labelled with the run id and removed afterwards.
-Test networks use documentation ranges; nothing is sent to public addresses.
+Test networks use the benchmarking range 198.18.0.0/15 and keep clear of every address the
+host talks to; every image a test needs is built before the first of them exists; nothing
+is sent to public addresses.
 """
 
 from __future__ import annotations
@@ -15,8 +17,8 @@ import pytest
 
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.lab import Lab
-from ikev2_vpn_helper.pebble import ensure_pebble_image
+from ikev2_vpn_lab.images import LabImages, ensure_lab_images
+from ikev2_vpn_lab.lab import Lab
 
 IMAGE = os.environ.get("VPN_TEST_IMAGE", "ikev2-vpn:test")
 
@@ -57,11 +59,24 @@ def lab(engine: docker.DockerClient) -> Iterator[Lab]:
         yield lab
 
 
-@pytest.fixture(scope="session")
-def pebble_image(engine: docker.DockerClient) -> str:
-    """The image of Pebble, the test ACME server: built from Debian's package when missing
-    (about 15 s, needs Debian's mirror once)."""
+@pytest.fixture(scope="session", autouse=True)
+def lab_images(engine: docker.DockerClient) -> LabImages:
+    """Pebble, FreeRADIUS and the bench image, built when missing (about a minute, needs
+    Debian's mirror once) before any test makes a network: a build must never download
+    while a lab network exists."""
     try:
-        return ensure_pebble_image(engine, log=print)
+        return ensure_lab_images(engine, IMAGE, log=print)
     except HelperError as error:
-        pytest.fail(f"the ACME tests need the Pebble image: {error}", pytrace=False)
+        pytest.fail(f"the end-to-end tests need the lab's images: {error}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def pebble_image(lab_images: LabImages) -> str:
+    """The image of Pebble, the test ACME server."""
+    return lab_images.pebble
+
+
+@pytest.fixture(scope="session")
+def radius_image(lab_images: LabImages) -> str:
+    """The image of FreeRADIUS (Debian's package)."""
+    return lab_images.radius

@@ -8,8 +8,8 @@ import pytest
 from ikev2_vpn.defaults import SYSCTLS
 from ikev2_vpn.state import pki
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import CAPABILITIES, DEVICES, Server
+from ikev2_vpn_lab.lab import Lab
 
 HOST = "vpn.example.test"
 CERT, KEY = "/certs/fullchain.pem", "/certs/privkey.pem"

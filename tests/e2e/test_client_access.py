@@ -16,9 +16,9 @@ from dataclasses import dataclass
 import pytest
 
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import Server
 from ikev2_vpn_helper.vpnclient import Target, TrafficResult, VpnClient
+from ikev2_vpn_lab.lab import Lab
 
 HOST = "vpn.example.test"
 PASSWORD = b"correct horse"

@@ -1,14 +1,14 @@
 """The compatibility matrix, measured: each platform's client against each proposal set.
 
 A strongSwan client replays what each platform's built-in client offers (the proposals in
-ikev2_vpn_helper/platforms.py, each quoting docs/clients.md), and then what each profile
-file the server generates makes a device offer (read back by ikev2_vpn_helper.profile_replay).
+ikev2_vpn_lab/platforms.py, each quoting docs/clients.md), and then what each profile
+file the server generates makes a device offer (read back by ikev2_vpn_lab.profile_replay).
 Under VPN_PROPOSALS=compatible everything connects; under modern, the platforms that offer
 only legacy algorithms are refused, and the server's log says it was about proposals.
 
-What was measured goes to a results file (ikev2_vpn_helper.matrix), and the last test fails
+What was measured goes to a results file (ikev2_vpn_lab.matrix), and the last test fails
 when the table in docs/clients.md says otherwise:
-`python -m ikev2_vpn_helper.matrix --update-readme` rewrites it from the results.
+`python -m ikev2_vpn_lab.matrix --update-readme` rewrites it from the results.
 
 One server per proposal set and one client per server, reused for every attempt.
 """
@@ -23,20 +23,20 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from ikev2_vpn_helper import matrix
-from ikev2_vpn_helper.lab import Lab
-from ikev2_vpn_helper.matrix import Outcome
-from ikev2_vpn_helper.platforms import (
+from ikev2_vpn_helper.profiles import fetch_profiles
+from ikev2_vpn_helper.server import Server
+from ikev2_vpn_helper.vpnclient import Target, VpnClient
+from ikev2_vpn_lab import matrix
+from ikev2_vpn_lab.lab import Lab
+from ikev2_vpn_lab.matrix import Outcome
+from ikev2_vpn_lab.platforms import (
     GENERATED_PROFILES,
     PLATFORMS,
     GeneratedProfile,
     Platform,
     by_key,
 )
-from ikev2_vpn_helper.profile_replay import parse_profile
-from ikev2_vpn_helper.profiles import fetch_profiles
-from ikev2_vpn_helper.server import Server
-from ikev2_vpn_helper.vpnclient import Target, VpnClient
+from ikev2_vpn_lab.profile_replay import parse_profile
 
 HOST = "vpn.example.test"
 DNS = "198.51.100.53"  # documentation address: pushed, never queried
@@ -246,5 +246,5 @@ def test_readme_table_matches_what_was_measured(measured: matrix.Results) -> Non
     problems = matrix.disagreements(readme, measured)
     assert not problems, (
         "the compatibility table in docs/clients.md disagrees with this run; update it with "
-        "`python -m ikev2_vpn_helper.matrix --update-readme`:\n" + "\n".join(problems)
+        "`python -m ikev2_vpn_lab.matrix --update-readme`:\n" + "\n".join(problems)
     )

@@ -17,9 +17,9 @@ import docker
 import pytest
 
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import Server
-from ikev2_vpn_helper.topology import TEST_NET_3, engine_subnets, free_subnets, host_subnets
+from ikev2_vpn_helper.topology import free_lab_subnet
+from ikev2_vpn_lab.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "compose-pw #1"
@@ -53,7 +53,7 @@ def docker_compose_project_name() -> str:
 @pytest.fixture(scope="session")
 def compose_environment(engine: docker.DockerClient, image: str) -> Iterator[None]:
     """What an operator would put in .env, plus the image under test and a free subnet."""
-    subnet = next(free_subnets([TEST_NET_3], [*engine_subnets(engine), *host_subnets()]))
+    subnet = free_lab_subnet(engine)
     values = {
         "VPN_IMAGE": image,
         "VPN_TEST_SUBNET": str(subnet),

@@ -23,12 +23,12 @@ import pytest
 
 from ikev2_vpn.defaults import RETRANSMIT_TRIES
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper import serverstate
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import Server
-from ikev2_vpn_helper.topology import TEST_NET_3, engine_subnets, free_subnets, host_subnets
+from ikev2_vpn_helper.topology import free_lab_subnet
 from ikev2_vpn_helper.vpnclient import STRONGSWAN_RETRANSMIT, Retransmit, VpnClient
+from ikev2_vpn_lab import serverstate
+from ikev2_vpn_lab.lab import Lab
 
 HOST = "vpn.example.test"
 ROOT = Path(__file__).resolve().parents[2]
@@ -394,7 +394,7 @@ class Compose:
 
 @pytest.fixture
 def compose(engine: docker.DockerClient, image: str, tmp_path: Path) -> Iterator[Compose]:
-    subnet = next(free_subnets([TEST_NET_3], [*engine_subnets(engine), *host_subnets()]))
+    subnet = free_lab_subnet(engine)
     files = [_compose_without_ports(tmp_path), ROOT / "tests" / "e2e" / "compose.test.yaml"]
     project = Compose(
         engine,

@@ -21,10 +21,10 @@ import pytest
 
 from ikev2_vpn import defaults
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper.flood import Attacker, FloodResult, burst
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import Server
 from ikev2_vpn_helper.vpnclient import VpnClient
+from ikev2_vpn_lab.flood import Attacker, FloodResult, burst
+from ikev2_vpn_lab.lab import Lab
 
 HOST = "vpn.example.test"
 PASSWORD = "flood-test-pw"

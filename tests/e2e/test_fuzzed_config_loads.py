@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from ikev2_vpn.errors import ConfigErrors
 from ikev2_vpn.settings import load_settings
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper.lab import Lab
+from ikev2_vpn_lab.lab import Lab
 
 USERS = 20
 _ODD = [*" \t\x0b\x0c\x1c\x85\u2028:.@+-_{}#;\"'\\%,/=[]$`", "0", "x", "é", "€", "日", "\U0001f511"]

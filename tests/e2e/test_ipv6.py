@@ -17,9 +17,9 @@ import pytest
 from cryptography import x509
 
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import Server
 from ikev2_vpn_helper.vpnclient import ConnectResult, Target, TrafficResult, VpnClient
+from ikev2_vpn_lab.lab import Lab
 
 PASSWORD = b"correct horse"
 POOL_V6_ULA = ipaddress.IPv6Network("fd00:10:10::/112")

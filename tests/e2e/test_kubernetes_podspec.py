@@ -23,11 +23,10 @@ import docker
 import pytest
 
 from ikev2_vpn.defaults import SYSCTLS
-from ikev2_vpn_helper import kubernetes as k8s
-from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.lab import Lab
-from ikev2_vpn_helper.radius import Login, ensure_radius_image
 from ikev2_vpn_helper.server import Server
+from ikev2_vpn_lab import kubernetes as k8s
+from ikev2_vpn_lab.lab import Lab
+from ikev2_vpn_lab.radius import Login
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "pod spec: pw #1"
@@ -197,15 +196,11 @@ def test_without_pod_sysctls_the_pod_forwards_as_its_node_does(lab: Lab, tree: P
 
 
 def test_a_radius_user_connects_through_the_radius_component(
-    lab: Lab, engine: docker.DockerClient, tree: Path, tmp_path: Path
+    lab: Lab, radius_image: str, tree: Path, tmp_path: Path
 ) -> None:
     """components/radius as docs/kubernetes.md describes it: VPN_RADIUS_SERVERS in settings.env, an
     empty users.txt, the shared secret in radius-secret. The pod reads the secret from its
     Secret file, has no local users, and a user known only to RADIUS logs in."""
-    try:
-        radius_image = ensure_radius_image(engine, log=print)
-    except HelperError as error:
-        pytest.fail(f"this test needs the FreeRADIUS image: {error}", pytrace=False)
     radius = lab.start_radius(RADIUS_SECRET, {"carol": CAROL_PW}, image=radius_image)
     own = tmp_path / "kubernetes"
     shutil.copytree(tree, own)

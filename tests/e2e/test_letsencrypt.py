@@ -22,10 +22,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper.lab import Lab
-from ikev2_vpn_helper.pebble import Pebble
 from ikev2_vpn_helper.server import Server
 from ikev2_vpn_helper.vpnclient import VpnClient
+from ikev2_vpn_lab.lab import Lab
+from ikev2_vpn_lab.pebble import Pebble
 
 HOST = "vpn.example.test"
 CA_BUNDLE = "/run/acme/ca.pem"  # where the server finds the CA of Pebble's HTTPS certificate

@@ -18,10 +18,10 @@ import pytest
 from ikev2_vpn_helper import cli as helper_cli
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.engine import ExecResult
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import Server
 from ikev2_vpn_helper.users import run_users
 from ikev2_vpn_helper.vpnclient import VpnClient
+from ikev2_vpn_lab.lab import Lab
 
 HOST = "vpn.example.test"
 DNS = "198.51.100.53"

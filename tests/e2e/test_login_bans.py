@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import Server
 from ikev2_vpn_helper.vpnclient import VpnClient
+from ikev2_vpn_lab.lab import Lab
 
 HOST = "vpn.example.test"
 ALICE_PW, BOB_PW = "Alice-pw-1", "Bob-pw-1"

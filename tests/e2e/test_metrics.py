@@ -23,9 +23,9 @@ from docker.models.containers import Container
 from prometheus_client.parser import text_string_to_metric_families
 
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import Server
 from ikev2_vpn_helper.vpnclient import VpnClient
+from ikev2_vpn_lab.lab import Lab
 
 HOST = "vpn.example.test"
 PASSWORD = b"metrics pw 7"

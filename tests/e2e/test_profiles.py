@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from ikev2_vpn.profiles import linux, windows
+from ikev2_vpn.profiles import linux
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.lab import Lab
-from ikev2_vpn_helper.profile_replay import parse_nmconnection, parse_settings
 from ikev2_vpn_helper.profiles import fetch_profiles
 from ikev2_vpn_helper.server import Server
+from ikev2_vpn_lab import readback
+from ikev2_vpn_lab.lab import Lab
+from ikev2_vpn_lab.profile_replay import parse_nmconnection, parse_settings
 
 HOST = "vpn.example.test"
 NEW_HOST = "vpn2.example.test"
@@ -105,7 +106,7 @@ def test_every_user_gets_every_profile(first: tuple[Server, str], tmp_path: Path
         assert files["ca.crt"] == ca
         script = files["windows.ps1"].decode("utf-8-sig")
         assert password not in script
-        windows.parse_ipsec_configuration(script)  # one machine-readable line
+        readback.parse_ipsec_configuration(script)  # one machine-readable line
         apple = plistlib.loads(files["apple.mobileconfig"])
         vpn = next(p for p in apple["PayloadContent"] if p["PayloadType"].endswith("managed"))
         assert vpn["IKEv2"]["AuthName"] == user

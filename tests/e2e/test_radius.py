@@ -14,16 +14,14 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 
-import docker
 import pytest
 
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.lab import Lab
-from ikev2_vpn_helper.radius import FreeRadius, Login, ensure_radius_image
 from ikev2_vpn_helper.server import Server
 from ikev2_vpn_helper.users import run_users
 from ikev2_vpn_helper.vpnclient import VpnClient
+from ikev2_vpn_lab.lab import Lab
+from ikev2_vpn_lab.radius import FreeRadius, Login
 
 # Characters strongswan.conf and FreeRADIUS both need quoted or escaped: a secret rendered
 # or quoted wrongly on either side makes every login fail.
@@ -32,15 +30,6 @@ CAROL_PW, DAVE_PW = "Carol-pw-1", "Dave-pw-1"
 HOSTS = ("vpn1.example.test", "vpn2.example.test")
 REFUSAL_LIMIT_S = 15  # what a user waits at most when RADIUS is silent (measured: ~5 s)
 INTERIM_S = 3  # VPN_RADIUS_INTERIM_INTERVAL, short so that the test sees an update
-
-
-@pytest.fixture(scope="session")
-def radius_image(engine: docker.DockerClient) -> str:
-    """FreeRADIUS from Debian, built when missing (about 20 s, needs Debian's mirror once)."""
-    try:
-        return ensure_radius_image(engine, log=print)
-    except HelperError as error:
-        pytest.fail(f"the RADIUS tests need the FreeRADIUS image: {error}", pytrace=False)
 
 
 @pytest.fixture(scope="module")

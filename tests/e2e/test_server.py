@@ -17,8 +17,8 @@ import pytest
 
 from ikev2_vpn.state import pki
 from ikev2_vpn_helper import engine as eng
-from ikev2_vpn_helper.lab import Lab
 from ikev2_vpn_helper.server import Server
+from ikev2_vpn_lab.lab import Lab
 
 HOST = "vpn.example.test"  # a DNS name: the IKE identity and the certificate's SAN
 DNS = "198.51.100.53"  # documentation address: pushed to clients, never queried

@@ -1,10 +1,18 @@
-"""Test topology: documentation subnets that never collide with the engine's networks."""
+"""Test topology: subnets of the benchmarking range that never collide with the engine's
+networks, the host's, or any address the host talks to."""
 
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Iterable
+from pathlib import Path
 
+import pytest
+
+from ikev2_vpn_helper import topology
+from ikev2_vpn_helper.hostnet import Address, Resolver, host_peers
 from ikev2_vpn_helper.topology import (
+    BENCHMARK_RANGE,
     EGRESS_SPACES,
     WAN_SPACES,
     free_subnets,
@@ -16,26 +24,58 @@ DOCUMENTATION = [
 ]
 
 
-def test_only_documentation_ranges_are_used() -> None:
+def net(text: str) -> ipaddress.IPv4Network:
+    return ipaddress.IPv4Network(text)
+
+
+def test_only_the_benchmarking_range_is_used() -> None:
+    assert net("198.18.0.0/15") == BENCHMARK_RANGE
     for space in (*WAN_SPACES, *EGRESS_SPACES):
-        assert space in DOCUMENTATION
-    assert WAN_SPACES[0] == ipaddress.IPv4Network("192.0.2.0/24")
-    assert EGRESS_SPACES[0] == ipaddress.IPv4Network("198.51.100.0/24")
+        assert space.subnet_of(BENCHMARK_RANGE)
+        assert not any(space.overlaps(documentation) for documentation in DOCUMENTATION)
+    assert WAN_SPACES[0] == net("198.18.0.0/16")
+    assert EGRESS_SPACES[0] == net("198.19.0.0/16")
 
 
 def test_free_slots_skip_taken_subnets() -> None:
-    taken = [ipaddress.IPv4Network("192.0.2.0/26"), ipaddress.IPv4Network("172.17.0.0/16")]
-    slots = list(free_subnets([ipaddress.IPv4Network("192.0.2.0/24")], taken))
-    assert slots[0] == ipaddress.IPv4Network("192.0.2.64/26")
+    taken = [net("198.18.0.0/26"), net("172.17.0.0/16")]
+    slots = list(free_subnets([net("198.18.0.0/24")], taken))
+    assert slots[0] == net("198.18.0.64/26")
     assert len(slots) == 3
 
 
-def test_a_whole_taken_range_moves_on_to_the_next() -> None:
-    taken = [ipaddress.IPv4Network("192.0.2.0/24")]
-    first = next(free_subnets(WAN_SPACES, taken))
-    assert first == ipaddress.IPv4Network("203.0.113.0/26")
+def test_a_whole_taken_half_moves_on_to_the_other() -> None:
+    first = next(free_subnets(WAN_SPACES, [net("198.18.0.0/16")]))
+    assert first == net("198.19.0.0/26")
 
 
 def test_egress_name_sorts_before_wan() -> None:
     wan, egress = network_names("ikev2-vpn-123")
     assert egress < wan  # the engine breaks default-route ties by network name
+
+
+def fake_resolver(table: dict[str, str]) -> Resolver:
+    def resolve(names: Iterable[str]) -> list[Address]:
+        return [ipaddress.ip_address(table[name]) for name in names if name in table]
+
+    return resolve
+
+
+def test_a_slot_holding_the_package_mirror_is_never_chosen(tmp_path: Path) -> None:
+    """The incident: a lab network over the mirror's address cut every download."""
+    (tmp_path / "etc/apt").mkdir(parents=True)
+    (tmp_path / "etc/apt/sources.list").write_text(
+        "deb http://mirror.example.test/debian trixie main\n"
+    )
+    resolve = fake_resolver({"mirror.example.test": "198.18.0.70"})
+    avoid = [n for n in host_peers(tmp_path, {}, resolve) if isinstance(n, ipaddress.IPv4Network)]
+    engine_networks = [net("198.18.0.0/26")]  # another run's wan
+    slot = next(free_subnets(WAN_SPACES, [*engine_networks, *avoid]))
+    assert slot == net("198.18.0.128/26")
+
+
+def test_the_host_is_not_read_when_the_engine_runs_elsewhere(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(topology.eng, "engine_is_local", lambda: False)
+    assert topology.host_avoided() == []

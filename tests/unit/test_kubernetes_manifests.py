@@ -23,8 +23,8 @@ import yaml
 from ikev2_vpn import defaults
 from ikev2_vpn.errors import ConfigErrors
 from ikev2_vpn.settings import Settings, known_variables, load_settings, unknown_variables
-from ikev2_vpn_helper import kubernetes as k8s
 from ikev2_vpn_helper.errors import HelperError
+from ikev2_vpn_lab import kubernetes as k8s
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"

@@ -12,8 +12,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from profilefactory import CA_NAME, HOST, PASSWORD, USER, accepted, ca, make_profile
 
 from ikev2_vpn import render
-from ikev2_vpn.profiles import ProfileInput, apple, proposals
+from ikev2_vpn.profiles import ProfileInput, apple
 from ikev2_vpn.settings import ProposalSet
+from ikev2_vpn_lab import readback
 
 
 def parse(profile: ProfileInput) -> dict[str, Any]:
@@ -86,7 +87,7 @@ def test_with_a_public_ca_nothing_is_imported_and_no_issuer_pinned() -> None:
 @pytest.mark.parametrize("proposal_set", list(ProposalSet))
 def test_proposals_are_ones_the_server_accepts(esp_gcm: bool, proposal_set: ProposalSet) -> None:
     settings = ikev2(make_profile(esp_gcm=esp_gcm))
-    suites = proposals.suites_from_apple(
+    suites = readback.suites_from_apple(
         settings["IKESecurityAssociationParameters"],
         settings["ChildSecurityAssociationParameters"],
     )

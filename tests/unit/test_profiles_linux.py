@@ -16,7 +16,7 @@ from ikev2_vpn import render
 from ikev2_vpn.profiles import ProfileInput, linux, proposals
 from ikev2_vpn.settings import ProposalSet
 from ikev2_vpn.state.users import nt_hash
-from ikev2_vpn_helper.profile_replay import parse_settings
+from ikev2_vpn_lab.profile_replay import parse_settings
 
 CA_PATH = f"/etc/ikev2-vpn/{HOST}/ca.crt"
 

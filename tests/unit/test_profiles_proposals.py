@@ -36,13 +36,6 @@ def test_only_strong_suites_even_where_the_server_is_compatible(esp_gcm: bool) -
         assert accepted(suites.esp.strongswan(), strong_esp, ike=False)
 
 
-@pytest.mark.parametrize("esp_gcm", [True, False])
-def test_apple_values_read_back_to_the_same_suites(esp_gcm: bool) -> None:
-    suites = proposals.client_suites(esp_gcm)
-    read = proposals.suites_from_apple(proposals.apple_ike(suites), proposals.apple_child(suites))
-    assert read == suites
-
-
 @pytest.mark.parametrize(
     ("esp_gcm", "esp_auth", "esp_cipher"),
     [(True, "GCMAES256", "GCMAES256"), (False, "SHA256128", "AES256")],
@@ -57,22 +50,6 @@ def test_windows_constants(esp_gcm: bool, esp_auth: str, esp_cipher: str) -> Non
         "DHGroup": "ECP384",
         "PfsGroup": "ECP384",
     }
-
-
-@pytest.mark.parametrize("esp_gcm", [True, False])
-def test_windows_constants_read_back_to_the_same_suites(esp_gcm: bool) -> None:
-    parameters = proposals.windows_ipsec(esp_gcm).parameters()
-    assert proposals.suites_from_windows(parameters) == proposals.windows_suites(esp_gcm)
-
-
-def test_unknown_values_are_refused_when_reading_back() -> None:
-    suites = proposals.client_suites(True)
-    ike = proposals.apple_ike(suites) | {"EncryptionAlgorithm": "3DES"}
-    with pytest.raises(ValueError, match="3DES"):
-        proposals.suites_from_apple(ike, proposals.apple_child(suites))
-    parameters = proposals.windows_ipsec(True).parameters() | {"PfsGroup": "PFS2"}
-    with pytest.raises(ValueError, match="PFS2"):
-        proposals.suites_from_windows(parameters)
 
 
 def test_an_esp_suite_cannot_mix_aead_and_integrity() -> None:

@@ -15,6 +15,7 @@ from ikev2_vpn import render
 from ikev2_vpn.profiles import ProfileInput, windows
 from ikev2_vpn.settings import ProposalSet
 from ikev2_vpn.state.users import nt_hash
+from ikev2_vpn_lab import readback
 
 # Windows' constants in strongSwan's words, written from Microsoft's documentation of
 # Set-VpnConnectionIPsecConfiguration (independent of profiles/proposals.py).
@@ -105,7 +106,7 @@ def test_values_checked_against_are_the_cmdlets_documented_ones() -> None:
 
 @pytest.mark.parametrize("esp_gcm", [True, False])
 def test_ipsec_line_uses_only_values_windows_accepts(esp_gcm: bool) -> None:
-    arguments = windows.parse_ipsec_configuration(script(make_profile(esp_gcm=esp_gcm)))
+    arguments = readback.parse_ipsec_configuration(script(make_profile(esp_gcm=esp_gcm)))
     assert set(arguments) == set(windows.ALLOWED)
     for name, value in arguments.items():
         assert value in windows.ALLOWED[name], name
@@ -116,7 +117,7 @@ def test_ipsec_line_uses_only_values_windows_accepts(esp_gcm: bool) -> None:
 def test_what_windows_then_offers_is_accepted_by_the_server(
     esp_gcm: bool, choice: ProposalSet
 ) -> None:
-    arguments = windows.parse_ipsec_configuration(script(make_profile(esp_gcm=esp_gcm)))
+    arguments = readback.parse_ipsec_configuration(script(make_profile(esp_gcm=esp_gcm)))
     ike, esp_rekey, esp_first = strongswan_suites(arguments)
     server = render.proposals(choice, esp_gcm)
     assert accepted(ike, server.ike, ike=True), ike
@@ -144,8 +145,8 @@ def test_the_scripts_pfs_group_is_one_the_server_rekeys_esp_with(
 
 
 def test_esp_uses_gcm_only_when_the_server_backend_carries_it() -> None:
-    with_gcm = windows.parse_ipsec_configuration(script(make_profile(esp_gcm=True)))
-    without = windows.parse_ipsec_configuration(script(make_profile(esp_gcm=False)))
+    with_gcm = readback.parse_ipsec_configuration(script(make_profile(esp_gcm=True)))
+    without = readback.parse_ipsec_configuration(script(make_profile(esp_gcm=False)))
     assert with_gcm["CipherTransformConstants"] == "GCMAES256"
     assert "GCM" not in without["CipherTransformConstants"]
     assert "GCM" not in without["AuthenticationTransformConstants"]
@@ -154,7 +155,7 @@ def test_esp_uses_gcm_only_when_the_server_backend_carries_it() -> None:
 def test_manual_gives_the_same_ipsec_line_for_a_connection_made_by_hand() -> None:
     profile = make_profile()
     line = command(manual(profile), "Set-VpnConnectionIPsecConfiguration")
-    assert windows.parse_ipsec_configuration(line) == windows.parse_ipsec_configuration(
+    assert readback.parse_ipsec_configuration(line) == readback.parse_ipsec_configuration(
         script(profile)
     )
     assert f"-ConnectionName '{profile.display_name}'" in line
@@ -305,8 +306,3 @@ def test_encoding_is_utf8_with_bom_and_crlf_line_ends() -> None:
 def test_same_input_same_bytes() -> None:
     assert windows.windows_script(make_profile()) == windows.windows_script(make_profile())
     assert windows.windows_manual(make_profile()) == windows.windows_manual(make_profile())
-
-
-def test_parse_ipsec_configuration_wants_exactly_one_line() -> None:
-    with pytest.raises(ValueError, match="one Set-VpnConnectionIPsecConfiguration"):
-        windows.parse_ipsec_configuration("Add-VpnConnection -Name x\n")

@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import Enum
-from typing import Final, TypeVar
+from typing import Final
 
 
 class Cipher(Enum):
@@ -145,26 +145,6 @@ def apple_child(suites: Suites) -> dict[str, str | int]:
     return params
 
 
-def suites_from_apple(ike: Mapping[str, object], child: Mapping[str, object]) -> Suites:
-    """Read the suites back from a profile's two parameter dictionaries (for tests and checks).
-
-    Raises KeyError or ValueError for values this module never writes.
-    """
-    ike_cipher = _reverse(_APPLE_CIPHER, ike["EncryptionAlgorithm"])
-    child_cipher = _reverse(_APPLE_CIPHER, child["EncryptionAlgorithm"])
-    child_integrity = None
-    if not child_cipher.aead:
-        child_integrity = _reverse(_APPLE_HASH, child["IntegrityAlgorithm"])
-    return Suites(
-        IkeSuite(
-            ike_cipher,
-            _reverse(_APPLE_HASH, ike["IntegrityAlgorithm"]),
-            Group(ike["DiffieHellmanGroup"]),
-        ),
-        EspSuite(child_cipher, child_integrity, Group(child["DiffieHellmanGroup"])),
-    )
-
-
 # --- Windows (Set-VpnConnectionIPsecConfiguration) -------------------------------------
 @dataclass(frozen=True)
 class WindowsIPsec:
@@ -219,33 +199,3 @@ def windows_ipsec(esp_gcm: bool) -> WindowsIPsec:
         dh_group=_WINDOWS_DH[suites.ike.group],
         pfs_group=_WINDOWS_PFS[suites.esp.pfs_group],
     )
-
-
-def suites_from_windows(parameters: Mapping[str, str]) -> Suites:
-    """Read the suites back from :meth:`WindowsIPsec.parameters` (for tests and checks).
-
-    Raises KeyError or ValueError for values this module never writes.
-    """
-    esp_cipher = _reverse(_WINDOWS_ESP_CIPHER, parameters["CipherTransformConstants"])
-    auth = parameters["AuthenticationTransformConstants"]
-    if esp_cipher.aead and auth != _WINDOWS_ESP_CIPHER[esp_cipher]:
-        raise ValueError(f"AuthenticationTransformConstants {auth!r} does not match the cipher")
-    integrity = None if esp_cipher.aead else _reverse(_WINDOWS_ESP_AUTH, auth)
-    return Suites(
-        IkeSuite(
-            _reverse(_WINDOWS_IKE_CIPHER, parameters["EncryptionMethod"]),
-            _reverse(_WINDOWS_IKE_HASH, parameters["IntegrityCheckMethod"]),
-            _reverse(_WINDOWS_DH, parameters["DHGroup"]),
-        ),
-        EspSuite(esp_cipher, integrity, _reverse(_WINDOWS_PFS, parameters["PfsGroup"])),
-    )
-
-
-_K = TypeVar("_K")
-
-
-def _reverse(table: Mapping[_K, str], value: object) -> _K:
-    for key, name in table.items():
-        if name == value:
-            return key
-    raise ValueError(f"{value!r} is not one of {sorted(table.values())}")

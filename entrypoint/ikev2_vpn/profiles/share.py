@@ -37,7 +37,6 @@ DEFAULT_LIFETIME_S: Final = 600.0
 HTTP_PORT: Final = defaults.ACME_HTTP_PORT  # published by compose.yaml for ACME HTTP-01
 CA_FILE_NAME: Final = defaults.CA_CERT_NAME
 CA_CONTENT_TYPE: Final = "application/x-x509-ca-cert"
-PNG_MAGIC: Final = b"\x89PNG\r\n\x1a\n"
 # Outside /data/clients: the profile writer keeps only the files it makes in there.
 PNG_DIR: Final = defaults.DATA_DIR / "share"
 

@@ -11,13 +11,12 @@ script without BOM in the legacy ANSI code page, so a connection name with non-A
 characters would be garbled; with the BOM both 5.1 and PowerShell 7 read it as UTF-8.
 
 The ``Set-VpnConnectionIPsecConfiguration`` line stays on one line with literal constants,
-so tests (and :func:`parse_ipsec_configuration`) can read back exactly what Windows gets.
+so tests can read back exactly what Windows gets.
 """
 
 from __future__ import annotations
 
 import base64
-import re
 from collections.abc import Mapping
 from typing import Final
 
@@ -138,19 +137,3 @@ def windows_manual(profile: ProfileInput) -> bytes:
             ipsec_arguments=ipsec_arguments(profile.esp_gcm),
         )
     )
-
-
-# --- reading a script back (tests, the compatibility matrix) --------------------------------
-
-_IPSEC_LINE = re.compile(r"^Set-VpnConnectionIPsecConfiguration (?P<arguments>.*)$", re.MULTILINE)
-_ARGUMENT = re.compile(r"-(?P<name>[A-Za-z]+) (?P<value>[A-Za-z0-9]+)")
-
-
-def parse_ipsec_configuration(script: str) -> dict[str, str]:
-    """The arguments of the script's one ``Set-VpnConnectionIPsecConfiguration`` line, by
-    parameter name (``ConnectionName`` and switches left out). Feed them to
-    :func:`proposals.suites_from_windows` for the strongSwan equivalent."""
-    lines = _IPSEC_LINE.findall(script.removeprefix("\ufeff"))
-    if len(lines) != 1:
-        raise ValueError(f"expected one Set-VpnConnectionIPsecConfiguration line, got {len(lines)}")
-    return {match["name"]: match["value"] for match in _ARGUMENT.finditer(lines[0])}

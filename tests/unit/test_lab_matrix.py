@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ikev2_vpn_helper import matrix
-from ikev2_vpn_helper.matrix import Outcome
+from ikev2_vpn_lab import matrix
+from ikev2_vpn_lab.matrix import Outcome
 
 README = Path(__file__).parents[2] / "docs" / "clients.md"  # holds the compat-matrix block
 

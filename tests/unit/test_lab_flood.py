@@ -7,9 +7,9 @@ import struct
 
 import pytest
 
-from ikev2_vpn_helper.client import ike_flood as fl
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.flood import FloodResult, spare_addresses
+from ikev2_vpn_lab.client import ike_flood as fl
+from ikev2_vpn_lab.flood import FloodResult, spare_addresses
 
 SPI = bytes.fromhex("0102030405060708")
 PUBLIC = bytes(range(32))

@@ -4,7 +4,7 @@ Every entry follows docs/clients.md ("Default proposals"), the one
 source for these facts; ``source`` quotes the line it comes from. The end-to-end suite
 (tests/e2e/test_compat.py) connects a strongSwan client offering exactly these proposals,
 in this order, to a server under each ``VPN_PROPOSALS`` set, and the README's
-compatibility table is generated from what it measured (:mod:`ikev2_vpn_helper.matrix`).
+compatibility table is generated from what it measured (:mod:`ikev2_vpn_lab.matrix`).
 
 Nothing is dropped from the lists: strongSwan as a client parses and sends every algorithm
 in them, DES and NULL included (the server's log shows ``DES_CBC`` and ``NULL`` in the

@@ -10,7 +10,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from ikev2_vpn_helper.pebble import (
+from ikev2_vpn_lab.pebble import (
     DEFAULT_VALIDITY_S,
     DOCKERFILE,
     ENVIRONMENT,

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import docker
 from docker.models.containers import Container
 
-from . import engine as eng
-from .base import DEFAULT_BASE, Log
-from .errors import HelperError
-from .image import ensure_tool_image
+from ikev2_vpn_helper import engine as eng
+from ikev2_vpn_helper.base import DEFAULT_BASE, Log
+from ikev2_vpn_helper.errors import HelperError
+from ikev2_vpn_helper.image import ensure_tool_image
 
 RADIUS_IMAGE = "ikev2-vpn-freeradius:trixie"
 DEFAULT_ALIAS = "radius.example.test"
@@ -95,7 +95,7 @@ def quoted(text: str) -> str:
 
 def users_file(users: Mapping[str, str]) -> str:
     """The ``files`` module's users: name -> cleartext password (what MSCHAPv2 needs)."""
-    lines = ["# Written by ikev2_vpn_helper.radius for one test run."]
+    lines = ["# Written by ikev2_vpn_lab.radius for one test run."]
     for name, password in users.items():
         if not name or any(c.isspace() or c == '"' for c in name):
             raise ValueError(f"user name {name!r} cannot go into a users file")
@@ -106,7 +106,7 @@ def users_file(users: Mapping[str, str]) -> str:
 def clients_conf(network: ipaddress.IPv4Network | ipaddress.IPv6Network, secret: str) -> str:
     """Every address of ``network`` (the VPN servers' egress subnet) may ask, with ``secret``."""
     return (
-        "# Written by ikev2_vpn_helper.radius: the VPN servers of one test run.\n"
+        "# Written by ikev2_vpn_lab.radius: the VPN servers of one test run.\n"
         "client vpn-servers {\n"
         f"    ipaddr = {network}\n"
         f"    secret = {quoted(secret)}\n"

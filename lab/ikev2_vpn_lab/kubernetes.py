@@ -19,8 +19,8 @@ from typing import Any
 
 import yaml
 
-from .errors import HelperError
-from .server import Privileges
+from ikev2_vpn_helper.errors import HelperError
+from ikev2_vpn_helper.server import Privileges
 
 Resource = Mapping[str, Any]
 
@@ -61,7 +61,7 @@ def find(resources: Sequence[Resource], kind: str, name: str | None = None) -> R
 
 @dataclass(frozen=True)
 class PodStandIn:
-    """A pod's single container as :meth:`ikev2_vpn_helper.lab.Lab.start_server` takes it."""
+    """A pod's single container as :meth:`ikev2_vpn_lab.lab.Lab.start_server` takes it."""
 
     env: Mapping[str, str]
     files: Mapping[str, bytes]  # Secret volume files, by their path in the container

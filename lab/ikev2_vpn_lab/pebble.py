@@ -32,10 +32,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from docker.models.containers import Container
 
-from . import engine as eng
-from .base import DEFAULT_BASE, Log
-from .errors import HelperError
-from .image import ensure_tool_image, pem_certificates
+from ikev2_vpn_helper import engine as eng
+from ikev2_vpn_helper.base import DEFAULT_BASE, Log
+from ikev2_vpn_helper.errors import HelperError
+from ikev2_vpn_helper.image import ensure_tool_image, pem_certificates
 
 PEBBLE_IMAGE = "ikev2-vpn-pebble:trixie"
 DEFAULT_ALIAS = "acme.example.test"

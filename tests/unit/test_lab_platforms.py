@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from ikev2_vpn.profiles import ProfileInput, windows
-from ikev2_vpn_helper.platforms import GENERATED_PROFILES, PLATFORMS, Platform, by_key
-from ikev2_vpn_helper.profile_replay import PARSERS, parse_powershell
 from ikev2_vpn_helper.vpnclient import proposal_list
+from ikev2_vpn_lab.platforms import GENERATED_PROFILES, PLATFORMS, Platform, by_key
+from ikev2_vpn_lab.profile_replay import PARSERS, parse_powershell
 
 README = Path(__file__).parents[2] / "docs" / "clients.md"  # shows the PowerShell commands
 _QUOTED_PROPOSAL = re.compile(r"`([a-z0-9]+(?:-[a-z0-9]+)+)`")

@@ -21,8 +21,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from .errors import HelperError
-from .vpnclient import proposal_list
+from ikev2_vpn_helper.errors import HelperError
+from ikev2_vpn_helper.vpnclient import proposal_list
 
 
 class ProfileFormatError(HelperError):

@@ -1,10 +1,10 @@
 """An attacker container that floods a server with IKE_SA_INIT requests.
 
 It runs the server's image with the entrypoint replaced, on the network it shares with the
-server, and sends with ``client/ike_flood.py`` (as clients use ``client/probe.py``). For a
-flood from many addresses it adds addresses from the top of that network's subnet to its
-own interface (Docker hands out addresses from the bottom), so it needs NET_ADMIN. Only
-the lab's own server is ever the destination.
+server, and sends with this package's ``client/ike_flood.py`` (as the helper's clients use
+its ``client/probe.py``). For a flood from many addresses it adds addresses from the top
+of that network's subnet to its own interface (Docker hands out addresses from the
+bottom), so it needs NET_ADMIN. Only the lab's own server is ever the destination.
 """
 
 from __future__ import annotations
@@ -15,25 +15,32 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import docker
 import jinja2
 from docker.models.containers import Container
 
-from . import engine as eng
-from .errors import HelperError
-from .vpnclient import (
+from ikev2_vpn_helper import engine as eng
+from ikev2_vpn_helper.errors import HelperError
+from ikev2_vpn_helper.vpnclient import (
     SWANCTL_CONF,
     TOOLS_DIR,
     VpnClient,
-    _address_on,
-    _create,
-    client_script,
+    address_on,
+    create_tool_container,
     swanctl_value,
 )
 
 FLOOD_SCRIPT = f"{TOOLS_DIR}/ike_flood.py"
+
+
+def lab_client_file(name: str) -> bytes:
+    """A file of this package's ``client/`` directory (what runs inside the attacker)."""
+    return resources.files(__package__).joinpath("client", name).read_bytes()
+
+
 IDLE = ["python3", "-c", "import time; time.sleep(1e9)"]
 
 
@@ -76,7 +83,7 @@ class Attacker:
         self.container = container
         self.network = network
         self.server_address = server_address
-        self.addresses = [_address_on(container, network)]
+        self.addresses = [address_on(container, network)]
 
     @classmethod
     def start(
@@ -89,7 +96,7 @@ class Attacker:
         name: str,
         run_id: str | None,
     ) -> Attacker:
-        container = _create(
+        container = create_tool_container(
             engine,
             image,
             name,
@@ -98,7 +105,7 @@ class Attacker:
             cap_add=["NET_ADMIN"],
             labels=eng.labels(run_id, "attacker"),
         )
-        eng.put_files(container, [eng.FileSpec(FLOOD_SCRIPT, client_script("ike_flood.py"))])
+        eng.put_files(container, [eng.FileSpec(FLOOD_SCRIPT, lab_client_file("ike_flood.py"))])
         container.start()
         return cls(container, network, server_address)
 
@@ -158,7 +165,7 @@ def render_burst_conf(
         autoescape=False,  # noqa: S701 - configuration text, not HTML
     )
     environment.filters["swanctl_value"] = swanctl_value
-    template = environment.from_string(client_script("burst.conf.j2").decode())
+    template = environment.from_string(lab_client_file("burst.conf.j2").decode())
     return template.render(
         prefix=BURST_PREFIX,
         server_address=swanctl_value(server_address),

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from ikev2_vpn import render
 from ikev2_vpn.profiles import ProfileInput, android, apple, linux, windows
 from ikev2_vpn.settings import ProposalSet
-from ikev2_vpn_helper.profile_replay import (
+from ikev2_vpn_lab.profile_replay import (
     ProfileFormatError,
     ReplayedProfile,
     parse_mobileconfig,

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from docker.models.containers import Container
 
-from . import engine as eng
-from .errors import HelperError
+from ikev2_vpn_helper import engine as eng
+from ikev2_vpn_helper.errors import HelperError
 
 CHARON_PID_FILE = "/var/run/charon.pid"
 

@@ -7,7 +7,7 @@ import ipaddress
 
 import pytest
 
-from ikev2_vpn_helper.radius import (
+from ikev2_vpn_lab.radius import (
     DOCKERFILE,
     EAP_CONFIG,
     clients_conf,

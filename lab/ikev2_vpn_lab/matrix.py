@@ -5,9 +5,9 @@ profile) to a server under each ``VPN_PROPOSALS`` set, writes what it saw to a r
 (``$VPN_COMPAT_RESULTS``, else ``.pytest_cache/ikev2-vpn-compat.json``), and fails when the
 table in docs/clients.md says something else. This module turns results into the table::
 
-    python -m ikev2_vpn_helper.matrix                  # print the table
-    python -m ikev2_vpn_helper.matrix --check          # exit 1 if the README differs
-    python -m ikev2_vpn_helper.matrix --update-readme  # rewrite the README's table
+    python -m ikev2_vpn_lab.matrix                  # print the table
+    python -m ikev2_vpn_lab.matrix --check          # exit 1 if the README differs
+    python -m ikev2_vpn_lab.matrix --update-readme  # rewrite the README's table
 
 The table sits in docs/clients.md between ``<!-- compat-matrix:start -->`` and
 ``<!-- compat-matrix:end -->``; nothing outside the markers is touched.
@@ -25,7 +25,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Final
 
-from .errors import HelperError
+from ikev2_vpn_helper.errors import HelperError
+
 from .platforms import GENERATED_PROFILES, PLATFORMS
 
 START: Final = "<!-- compat-matrix:start -->"
@@ -179,7 +180,7 @@ def load_results(path: Path) -> Results:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m ikev2_vpn_helper.matrix",
+        prog="python -m ikev2_vpn_lab.matrix",
         description="Print the compatibility table measured by tests/e2e/test_compat.py, "
         "or check or rewrite the README's copy.",
     )
