@@ -38,7 +38,7 @@ import jinja2
 from pydantic import SecretStr
 
 from . import defaults
-from .apply.backend import BackendChoice
+from .probe.backend import BackendChoice
 from .settings import Account, Backend, IPAddress, ProposalSet, RadiusServer, V6Egress
 from .state.credentials import ServerCredentials
 from .state.users import nt_hash

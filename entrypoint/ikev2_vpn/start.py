@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from . import defaults, render
-from .apply import backend, network
+from .apply import network
+from .apply import profiles as writer
 from .apply.files import write_configuration, write_radius_secrets, write_users_configuration
 from .errors import ConfigError
-from .identity import ServerIdentity, resolve_identity
-from .profiles import writer
+from .probe import backend
+from .probe import network as egresses
+from .probe.identity import ServerIdentity, resolve_identity
 from .run import users_live, vici_session
 from .run.bans import BanGuard
 from .run.charon import Supervisor
@@ -52,8 +54,8 @@ def run() -> int:
 
     # What the system offers (read-only, except the probe's throw-away XFRM state and, with
     # VPN_POOL_V6, its sysctls where /proc/sys is writable).
-    egress = network.find_egress()
-    network.check_pool(settings.pool_v4, egress)
+    egress = egresses.find_egress()
+    egresses.check_pool(settings.pool_v4, egress)
     egress_v6 = _egress_v6(settings)
     choice = backend.choose_backend(
         settings.ipsec_backend, backend.probe_kernel(), backend.tun_available()
@@ -207,13 +209,13 @@ def _radius(settings: Settings, host: str) -> render.RadiusPlan | None:
     )
 
 
-def _egress_v6(settings: Settings) -> network.EgressV6 | None:
+def _egress_v6(settings: Settings) -> egresses.EgressV6 | None:
     """With VPN_POOL_V6: where IPv6 leaves, once the sysctls and the pool are known to fit."""
     if settings.pool_v6 is None:
         return None
-    network.check_ipv6_sysctls(settings.pool_v6_egress)
-    found = network.find_egress_v6()
-    network.check_pool_v6(settings.pool_v6, settings.pool_v6_egress, found)
+    egresses.check_ipv6_sysctls(settings.pool_v6_egress)
+    found = egresses.find_egress_v6()
+    egresses.check_pool_v6(settings.pool_v6, settings.pool_v6_egress, found)
     return found
 
 

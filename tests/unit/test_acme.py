@@ -27,7 +27,7 @@ from ports import free_port, refused
 
 from ikev2_vpn import defaults, start
 from ikev2_vpn.errors import ConfigError
-from ikev2_vpn.identity import ServerIdentity
+from ikev2_vpn.probe.identity import ServerIdentity
 from ikev2_vpn.settings import KeyType, load_settings
 from ikev2_vpn.state import acme
 from ikev2_vpn.state.acme import AcmeRequest

@@ -17,7 +17,7 @@ import certfactory
 import pytest
 
 from ikev2_vpn import render
-from ikev2_vpn.apply.backend import BackendChoice
+from ikev2_vpn.probe.backend import BackendChoice
 from ikev2_vpn.settings import Backend, ProposalSet
 
 POOL = "10.10.10.0/24"

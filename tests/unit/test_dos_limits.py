@@ -10,7 +10,7 @@ import pytest
 from pydantic import SecretStr
 
 from ikev2_vpn import defaults, render
-from ikev2_vpn.apply.backend import BackendChoice
+from ikev2_vpn.probe.backend import BackendChoice
 from ikev2_vpn.settings import Account, Backend, ProposalSet
 
 # The largest burst of honest logins from one carrier-NAT address the server must take

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 
-from ikev2_vpn import defaults, identity
-from ikev2_vpn.apply.network import Egress
+from ikev2_vpn import defaults
+from ikev2_vpn.probe import identity
+from ikev2_vpn.probe.network import Egress
 from ikev2_vpn.settings import Settings
 
 EGRESS = Egress(

@@ -17,8 +17,9 @@ from profilefactory import HOST, PASSWORD, USER, make_profile
 from pydantic import SecretStr
 
 from ikev2_vpn import defaults, render, start
-from ikev2_vpn.apply.backend import BackendChoice
-from ikev2_vpn.profiles import ProfileInput, writer
+from ikev2_vpn.apply import profiles as writer
+from ikev2_vpn.probe.backend import BackendChoice
+from ikev2_vpn.profiles import ProfileInput
 from ikev2_vpn.settings import Account, Backend, ProposalSet, Settings
 from ikev2_vpn.state.users import nt_hash
 

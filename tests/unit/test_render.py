@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from ikev2_vpn import defaults, render
-from ikev2_vpn.apply.backend import BackendChoice
 from ikev2_vpn.errors import ConfigErrors
+from ikev2_vpn.probe.backend import BackendChoice
 from ikev2_vpn.settings import Account, Backend, ProposalSet, load_settings
 from ikev2_vpn.state.credentials import ServerCredentials
 from ikev2_vpn.state.users import nt_hash

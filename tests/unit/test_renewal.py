@@ -19,8 +19,8 @@ from pydantic import SecretStr
 from vici.exception import CommandException
 
 from ikev2_vpn import defaults, render
-from ikev2_vpn.apply.backend import BackendChoice
 from ikev2_vpn.errors import ConfigError
+from ikev2_vpn.probe.backend import BackendChoice
 from ikev2_vpn.run import renewal, vici_session
 from ikev2_vpn.run.renewal import Renewer, retry_delay
 from ikev2_vpn.run.vici_session import ViciError

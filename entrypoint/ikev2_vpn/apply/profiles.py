@@ -25,11 +25,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 
 from .. import defaults
+from ..profiles import ProfileInput, android, apple, linux, windows
+from ..profiles.templating import render_profile
 from ..render import Plan
 from ..settings import Account, ProfilePasswords, Settings, check_username
 from ..state.files import atomic_write, ensure_dir, remove_stale_temporaries
-from . import ProfileInput, android, apple, linux, windows
-from .templating import render_profile
 
 README_NAME: Final = "README.txt"
 CA_NAME: Final = defaults.CA_CERT_NAME

@@ -1,0 +1,1 @@
+"""Read-only facts about the machine, gathered before anything under /data is touched."""
