@@ -5,19 +5,18 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import certfactory
 import profilefactory
 import pytest
+from planfactory import make_plan
 from procsys import fake_proc_sys
-from test_render import parse_conf
+from swanctl_syntax import parse_conf
 
 from ikev2_vpn import defaults, render, sysctl
 from ikev2_vpn.apply import network
@@ -36,12 +35,7 @@ CONN = defaults.CONNECTION_NAME
 # --- settings --------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith(("VPN_", "ACME_")):
-            monkeypatch.delenv(name)
-    yield
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
@@ -143,15 +137,12 @@ def test_ipv6_dns_server_needs_the_ipv6_pool(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.fixture(scope="module")
 def plan() -> render.Plan:
-    return render.Plan(
+    return make_plan(
         host="vpn.example.test",
-        accounts=(),
-        credentials=certfactory.own_ca_credentials(),
         pool_v4=ipaddress.IPv4Network(POOL_V4),
         dns=(ipaddress.ip_address("1.1.1.1"), ipaddress.ip_address("2001:db8::53")),
         backend=BackendChoice(Backend.USERSPACE, "test", esp_gcm=True),
         proposals=ProposalSet.MODERN,
-        log_level=1,
         egress_interface="eth1",
         pool_v6=ipaddress.IPv6Network(POOL_V6),
         egress_interface_v6="eth2",

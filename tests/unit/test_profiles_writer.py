@@ -11,8 +11,8 @@ import stat
 from pathlib import Path
 from unittest import mock
 
-import certfactory
 import pytest
+from planfactory import make_plan
 from profilefactory import HOST, PASSWORD, USER, make_profile
 from pydantic import SecretStr
 
@@ -20,7 +20,7 @@ from ikev2_vpn import defaults, render, start
 from ikev2_vpn.apply import profiles as writer
 from ikev2_vpn.probe.backend import BackendChoice
 from ikev2_vpn.profiles import ProfileInput
-from ikev2_vpn.settings import Account, Backend, ProposalSet, Settings
+from ikev2_vpn.settings import Account, Backend, Settings
 from ikev2_vpn.state.users import nt_hash
 
 SELF_SIGNED_FILES = {
@@ -161,19 +161,14 @@ def test_write_all_removes_users_that_no_longer_exist(tmp_path: Path) -> None:
 
 @pytest.fixture
 def plan() -> render.Plan:
-    return render.Plan(
+    return make_plan(
         host=HOST,
         accounts=(
             Account(name=USER, password=SecretStr(PASSWORD), source="VPN_USERS"),
             Account(name="bob", password=SecretStr("bob-pw-1"), source="VPN_USERS"),
         ),
-        credentials=certfactory.own_ca_credentials(),
-        pool_v4=ipaddress.IPv4Network("10.10.10.0/24"),
         dns=(ipaddress.ip_address("192.0.2.53"),),
         backend=BackendChoice(Backend.KERNEL, "test", esp_gcm=False),
-        proposals=ProposalSet.COMPATIBLE,
-        log_level=1,
-        egress_interface="eth0",
     )
 
 

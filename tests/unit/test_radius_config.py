@@ -4,7 +4,6 @@ relay EAP to RADIUS; and a server without RADIUS exactly as before."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import re
@@ -12,34 +11,27 @@ import stat
 from dataclasses import replace
 from pathlib import Path
 
-import certfactory
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from planfactory import make_plan
 from pydantic import SecretStr
-from test_render import CONN, USERSPACE, Section, parse_conf, swanctl
+from swanctl_syntax import Section, parse_conf, swanctl
 
 from ikev2_vpn import defaults, render, start
 from ikev2_vpn.apply.files import write_radius_secrets
-from ikev2_vpn.settings import ProposalSet, RadiusServer, Settings, load_settings
+from ikev2_vpn.settings import RadiusServer, Settings, load_settings
 from ikev2_vpn.state.users import STORE_NAME
 
+CONN = defaults.CONNECTION_NAME
 SECRET = 'Zq7 "radius" #secret {x} \\y'
 SECRETS_FILE = str(defaults.RADIUS_SECRETS_FILE)
 
 
 @pytest.fixture(scope="module")
 def plan() -> render.Plan:
-    return render.Plan(
+    return make_plan(
         host="vpn1.example.com",
-        accounts=(),
-        credentials=certfactory.own_ca_credentials(),
-        pool_v4=ipaddress.IPv4Network("10.10.10.0/24"),
-        dns=(ipaddress.ip_address("198.51.100.53"),),
-        backend=USERSPACE,
-        proposals=ProposalSet.COMPATIBLE,
-        log_level=1,
-        egress_interface="eth0",
         radius=render.RadiusPlan(
             servers=(
                 RadiusServer(host="radius1.example.com"),
