@@ -32,16 +32,29 @@ from dataclasses import field as dataclass_field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from pydantic import SecretStr
 
 from . import defaults
 from .probe.backend import BackendChoice
-from .settings import Account, Backend, IPAddress, ProposalSet, RadiusServer, V6Egress
+from .settings import (
+    Account,
+    Backend,
+    IPAddress,
+    ProfilePasswords,
+    ProposalSet,
+    RadiusServer,
+    Settings,
+    V6Egress,
+)
 from .state.credentials import ServerCredentials
 from .state.users import nt_hash
+
+if TYPE_CHECKING:  # types only: the state module pulls in the ACME client
+    from .probe import Machine
+    from .state.server import ServerState
 
 # Where apply writes the human-readable copies (standard swanctl locations).
 SWANCTL_DIR = Path("/etc/swanctl")
@@ -125,6 +138,9 @@ class Plan:
     pool_v6: ipaddress.IPv6Network | None = None  # VPN_POOL_V6: dual stack when set
     pool_v6_egress: V6Egress = V6Egress.NAT66  # VPN_POOL_V6_EGRESS
     egress_interface_v6: str | None = None  # the IPv6 default route's (with pool_v6)
+    # Client profiles (VPN_PROFILE_*).
+    profile_passwords: ProfilePasswords = ProfilePasswords.INCLUDE
+    profile_always_on: bool = False
 
     def users(self) -> UsersPlan:
         return UsersPlan(
@@ -136,6 +152,46 @@ class Plan:
             dpd_delay=self.dpd_delay,
             pool_v6=self.pool_v6,
         )
+
+
+def plan(settings: Settings, machine: Machine, state: ServerState) -> Plan:
+    """The one place where settings, the machine's facts and the state under /data meet."""
+    return Plan(
+        host=machine.identity.host,
+        accounts=state.accounts,
+        credentials=state.certificate.credentials,
+        pool_v4=settings.pool_v4,
+        dns=settings.dns,
+        backend=machine.backend,
+        proposals=settings.proposals,
+        log_level=settings.log_level,
+        egress_interface=machine.egress.interface,
+        pool_v4_static=settings.pool_v4_static,
+        static=tuple(StaticAddress(name, address) for name, address in state.static.items()),
+        dpd_delay=settings.dpd_delay,
+        client_isolation=settings.client_isolation,
+        allow_server_access=settings.allow_server_access,
+        allow_link_local=settings.allow_link_local,
+        radius=radius_plan(settings, machine.identity.host),
+        pool_v6=settings.pool_v6,
+        pool_v6_egress=settings.pool_v6_egress,
+        egress_interface_v6=machine.egress_v6.interface if machine.egress_v6 else None,
+        profile_passwords=settings.profile_passwords,
+        profile_always_on=settings.profile_always_on,
+    )
+
+
+def radius_plan(settings: Settings, host: str) -> RadiusPlan | None:
+    """VPN_RADIUS_*, with the server's identity as NAS-Identifier unless one is set."""
+    if not settings.radius_servers or settings.radius_secret is None:
+        return None
+    return RadiusPlan(
+        servers=settings.radius_servers,
+        secret=settings.radius_secret,
+        nas_identifier=settings.radius_nas_identifier or host,
+        accounting_port=settings.radius_accounting_port,
+        interim_interval=settings.radius_interim_interval,
+    )
 
 
 @dataclass(frozen=True)

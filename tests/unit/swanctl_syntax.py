@@ -38,7 +38,8 @@ def parse_conf(text: str, includes: dict[str, str] | None = None) -> Section:
         assert match, f"line {number} is not plain key = value or section syntax: {raw!r}"
         if match["open"]:
             assert match["open"] not in stack[-1], f"line {number}: section repeated"
-            stack[-1][match["open"]] = section = {}
+            section: Section = {}
+            stack[-1][match["open"]] = section
             stack.append(section)
         elif match["close"]:
             stack.pop()
