@@ -280,7 +280,7 @@ def share_main(argv: list[str]) -> int:
     _configure_users_logging()
     from pydantic import SecretStr
 
-    from .apply.profiles import profile_for
+    from .apply.profile_writer import profile_for
     from .run import share
     from .run.users_live import LiveUsers, UsersError, read_facts
     from .run.vici_session import connect

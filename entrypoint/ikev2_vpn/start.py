@@ -11,8 +11,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from . import defaults, probe, render
-from .apply import network
-from .apply import profiles as writer
+from .apply import network, profile_writer
 from .apply.files import write_configuration, write_radius_secrets, write_users_configuration
 from .probe.backend import BackendChoice
 from .run import users_live, vici_session
@@ -147,11 +146,11 @@ def _certificate_replaced(settings: Settings, plan: render.Plan, ca_changed: boo
 def _write_profiles(plan: render.Plan) -> None:
     """Client profiles for every account, rewritten at each start: that covers changes of
     the CA, the address and the proposals. Unchanged files are left untouched."""
-    profiles = [writer.profile_input(plan, account) for account in plan.accounts]
-    changes = writer.write_all(profiles, defaults.DATA_DIR)
+    profiles = [profile_writer.profile_input(plan, account) for account in plan.accounts]
+    changes = profile_writer.write_all(profiles, defaults.DATA_DIR)
     log.info(
         "client profiles written to %s (%d user%s)",
-        writer.clients_dir(defaults.DATA_DIR),
+        profile_writer.clients_dir(defaults.DATA_DIR),
         len(profiles),
         "" if len(profiles) == 1 else "s",
     )

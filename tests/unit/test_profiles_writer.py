@@ -17,7 +17,7 @@ from profilefactory import HOST, PASSWORD, USER, make_profile
 from pydantic import SecretStr
 
 from ikev2_vpn import defaults, render, start
-from ikev2_vpn.apply import profiles as writer
+from ikev2_vpn.apply import profile_writer as writer
 from ikev2_vpn.probe.backend import BackendChoice
 from ikev2_vpn.profiles import ProfileInput
 from ikev2_vpn.settings import Account, Backend, ProfilePasswords, Settings
