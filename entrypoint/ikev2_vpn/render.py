@@ -1,9 +1,11 @@
 """Pure functions from the validated plan to configuration: no I/O, so all unit-testable.
 
-One :class:`Plan` feeds every output: the strongswan.conf and swanctl.conf texts (Jinja2
-templates in ``config/``), the nftables ruleset, and the VICI messages that load the same
-configuration into charon. swanctl.conf is what an operator reads; loading the rendered file
-with ``swanctl --load-all`` gives charon the same configuration (an end-to-end test checks).
+:func:`plan` builds the one :class:`Plan` from the settings, the probed machine and the
+state under /data; it feeds every output: the strongswan.conf text (Jinja2 templates in
+``config/``), the nftables ruleset, the VICI messages that load the configuration into
+charon, and swanctl.conf, which writes out those same messages (only the certificate is a
+file name there) for an operator to read. A unit test parses the file and compares it with
+the messages; an end-to-end test loads it with ``swanctl --load-all``.
 
 The part that ``ikev2-vpn users`` changes while the server runs (secrets, static virtual
 IPs) depends only on a :class:`UsersPlan` and goes to its own file, ``conf.d/users.conf``,
