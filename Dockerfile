@@ -53,7 +53,7 @@ EXPOSE 500/udp 4500/udp 80/tcp
 # Docker 20.10 has no --start-interval: the first check runs one interval after start, so
 # the interval is short; a check costs about 30 ms of CPU (1 % of a core at 3 s).
 HEALTHCHECK --interval=3s --timeout=3s --start-period=60s --retries=3 \
-    CMD ["/opt/ikev2-vpn/bin/python3", "-m", "ikev2_vpn.health"]
+    CMD ["/opt/ikev2-vpn/bin/python3", "-m", "ikev2_vpn.run.health"]
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["ikev2-vpn"]
 CMD ["run"]

@@ -70,7 +70,7 @@ def _server_main(argv: list[str]) -> int:
     )
     args = parser.parse_args(argv)
     if args.command == "health":
-        from .health import main as health
+        from .run.health import main as health
 
         return health([])
 
@@ -280,8 +280,8 @@ def share_main(argv: list[str]) -> int:
     _configure_users_logging()
     from pydantic import SecretStr
 
-    from .profiles import share
-    from .profiles.writer import profile_for
+    from .apply.profile_writer import profile_for
+    from .run import share
     from .run.users_live import LiveUsers, UsersError, read_facts
     from .run.vici_session import connect
     from .settings import Account, load_settings

@@ -1,9 +1,11 @@
 """Pure functions from the validated plan to configuration: no I/O, so all unit-testable.
 
-One :class:`Plan` feeds every output: the strongswan.conf and swanctl.conf texts (Jinja2
-templates in ``config/``), the nftables ruleset, and the VICI messages that load the same
-configuration into charon. swanctl.conf is what an operator reads; loading the rendered file
-with ``swanctl --load-all`` gives charon the same configuration (an end-to-end test checks).
+:func:`plan` builds the one :class:`Plan` from the settings, the probed machine and the
+state under /data; it feeds every output: the strongswan.conf text (Jinja2 templates in
+``config/``), the nftables ruleset, the VICI messages that load the configuration into
+charon, and swanctl.conf, which writes out those same messages (only the certificate is a
+file name there) for an operator to read. A unit test parses the file and compares it with
+the messages; an end-to-end test loads it with ``swanctl --load-all``.
 
 The part that ``ikev2-vpn users`` changes while the server runs (secrets, static virtual
 IPs) depends only on a :class:`UsersPlan` and goes to its own file, ``conf.d/users.conf``,
@@ -32,16 +34,29 @@ from dataclasses import field as dataclass_field
 from functools import cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 from pydantic import SecretStr
 
 from . import defaults
-from .apply.backend import BackendChoice
-from .settings import Account, Backend, IPAddress, ProposalSet, RadiusServer, V6Egress
+from .probe.backend import BackendChoice
+from .settings import (
+    Account,
+    Backend,
+    IPAddress,
+    ProfilePasswords,
+    ProposalSet,
+    RadiusServer,
+    Settings,
+    V6Egress,
+)
 from .state.credentials import ServerCredentials
 from .state.users import nt_hash
+
+if TYPE_CHECKING:  # types only: the state module pulls in the ACME client
+    from .probe import Machine
+    from .state.server import ServerState
 
 # Where apply writes the human-readable copies (standard swanctl locations).
 SWANCTL_DIR = Path("/etc/swanctl")
@@ -125,6 +140,9 @@ class Plan:
     pool_v6: ipaddress.IPv6Network | None = None  # VPN_POOL_V6: dual stack when set
     pool_v6_egress: V6Egress = V6Egress.NAT66  # VPN_POOL_V6_EGRESS
     egress_interface_v6: str | None = None  # the IPv6 default route's (with pool_v6)
+    # Client profiles (VPN_PROFILE_*).
+    profile_passwords: ProfilePasswords = ProfilePasswords.INCLUDE
+    profile_always_on: bool = False
 
     def users(self) -> UsersPlan:
         return UsersPlan(
@@ -136,6 +154,46 @@ class Plan:
             dpd_delay=self.dpd_delay,
             pool_v6=self.pool_v6,
         )
+
+
+def plan(settings: Settings, machine: Machine, state: ServerState) -> Plan:
+    """The one place where settings, the machine's facts and the state under /data meet."""
+    return Plan(
+        host=machine.identity.host,
+        accounts=state.accounts,
+        credentials=state.certificate.credentials,
+        pool_v4=settings.pool_v4,
+        dns=settings.dns,
+        backend=machine.backend,
+        proposals=settings.proposals,
+        log_level=settings.log_level,
+        egress_interface=machine.egress.interface,
+        pool_v4_static=settings.pool_v4_static,
+        static=tuple(StaticAddress(name, address) for name, address in state.static.items()),
+        dpd_delay=settings.dpd_delay,
+        client_isolation=settings.client_isolation,
+        allow_server_access=settings.allow_server_access,
+        allow_link_local=settings.allow_link_local,
+        radius=radius_plan(settings, machine.identity.host),
+        pool_v6=settings.pool_v6,
+        pool_v6_egress=settings.pool_v6_egress,
+        egress_interface_v6=machine.egress_v6.interface if machine.egress_v6 else None,
+        profile_passwords=settings.profile_passwords,
+        profile_always_on=settings.profile_always_on,
+    )
+
+
+def radius_plan(settings: Settings, host: str) -> RadiusPlan | None:
+    """VPN_RADIUS_*, with the server's identity as NAS-Identifier unless one is set."""
+    if not settings.radius_servers or settings.radius_secret is None:
+        return None
+    return RadiusPlan(
+        servers=settings.radius_servers,
+        secret=settings.radius_secret,
+        nas_identifier=settings.radius_nas_identifier or host,
+        accounting_port=settings.radius_accounting_port,
+        interim_interval=settings.radius_interim_interval,
+    )
 
 
 @dataclass(frozen=True)
@@ -301,30 +359,47 @@ def conf_string(text: str) -> str:
 
 
 def swanctl_conf(plan: Plan) -> str:
-    """The configuration as swanctl.conf, except what :func:`users_conf` renders."""
-    return render_template(
+    """The configuration as swanctl.conf, except what :func:`users_conf` renders: the same
+    connections and pools as :func:`vici_config`, with the certificate's file name."""
+    return _swanctl_template(
         "swanctl.conf.j2",
-        connection=_generic(plan),
-        identify=_identify(plan),
-        pools=dynamic_pools(plan.pool_v4, plan.pool_v4_static),
-        pools_v6=v6_pools(plan.pool_v6),
-        dns=plan.dns,
+        connections=_connections(plan, LEAF_FILE),
+        pools=_pools(plan),
         users_file=USERS_FILE,
     )
 
 
 def users_conf(users: UsersPlan) -> str:
-    """Secrets and static IPs as swanctl.conf text. Secrets appear only as NT hashes in hex."""
-    return render_template(
+    """Secrets and static IPs as swanctl.conf text, from the messages of :func:`vici_users`.
+    Secrets appear only as NT hashes in hex."""
+    vici = vici_users(users)
+    return _swanctl_template(
         "swanctl-users.conf.j2",
-        connections=[_static(static, users) for static in users.static],
-        pools=[Pool(static.pool, f"{static.address}/32") for static in users.static],
-        dns=users.dns,
-        secrets=[
-            {"section": _secret_name(a), "id": a.name, "hex": nt_hash(a.password).hex()}
-            for a in users.accounts
-        ],
+        connections=vici.connections,
+        pools=vici.pools,
+        secrets=swanctl_secrets(vici.shared),
     )
+
+
+def _swanctl_template(template: str, **sections: Any) -> str:
+    names = {
+        "connection": defaults.CONNECTION_NAME,
+        "identify": defaults.IDENTIFY_CONNECTION,
+        "pool_v6": defaults.POOL_V6_NAME,
+    }
+    return render_template(template, names=names, **sections)
+
+
+def swanctl_secrets(shared: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+    """load-shared messages as swanctl.conf's ``secrets`` section: the message's id names the
+    section (its ``ntlm-`` prefix is how swanctl knows the type), its owners become ``id``
+    and the hash is written in hex."""
+    sections: dict[str, Any] = {}
+    for message in shared:
+        if message["type"] != "NTLM" or not message["id"].startswith("ntlm"):
+            raise ValueError(f"no swanctl.conf form for the secret {message['id']}")
+        sections[message["id"]] = {"id": message["owners"], "secret": "0x" + message["data"].hex()}
+    return sections
 
 
 def nftables_conf(plan: Plan) -> str:
@@ -371,7 +446,7 @@ def client_access(plan: Plan) -> str:
 
 @dataclass(frozen=True)
 class Connection:
-    """One connection, rendered both as swanctl.conf text and as a VICI message."""
+    """One connection: its VICI message, which swanctl.conf also writes out."""
 
     name: str
     host: str
@@ -383,26 +458,27 @@ class Connection:
     remote_addrs: tuple[str, ...] = ()
     unique: str = "never"
     remote_auth: str = "eap-mschapv2"  # "eap-radius": RADIUS checks the password
-    explain: bool = False  # comments in swanctl.conf (once is enough)
     child: str = defaults.CONNECTION_NAME
     dpd_delay: str = defaults.DPD_DELAY
     rekey_time: str = defaults.SERVER_REKEY_TIME
     local_ts: tuple[str, ...] = ("0.0.0.0/0",)
 
-    @property
-    def certs(self) -> str | None:
-        return LEAF_FILE if self.with_certificate else None
-
-    def vici(self, leaf_pem: bytes) -> dict[str, Any]:
+    def vici(self, certificate: bytes | str) -> dict[str, Any]:
+        """The load-conn message, with the leaf's PEM as ``certificate``; swanctl.conf writes
+        the same dict with the leaf's file name instead (keys in the file's reading order)."""
+        connection: dict[str, Any] = {"version": "2"}
+        if self.remote_addrs:
+            connection["remote_addrs"] = list(self.remote_addrs)
+        connection["proposals"] = list(self.proposals.ike)
+        if self.pools:
+            connection["pools"] = list(self.pools)
         local: dict[str, Any] = {"auth": "pubkey", "id": self.host}
         if self.with_certificate:
-            local["certs"] = [leaf_pem]
+            local["certs"] = [certificate]
         remote: dict[str, Any] = {"auth": self.remote_auth, "eap_id": self.eap_id}
         if self.groups:
             remote["groups"] = list(self.groups)
-        connection: dict[str, Any] = {
-            "version": "2",
-            "proposals": list(self.proposals.ike),
+        connection |= {
             "send_cert": "always",
             "unique": self.unique,
             "fragmentation": "yes",
@@ -420,10 +496,6 @@ class Connection:
                 }
             },
         }
-        if self.pools:
-            connection["pools"] = list(self.pools)
-        if self.remote_addrs:
-            connection["remote_addrs"] = list(self.remote_addrs)
         return {self.name: connection}
 
 
@@ -437,7 +509,6 @@ def _generic(plan: Plan) -> Connection:
             for pool in (*dynamic_pools(plan.pool_v4, plan.pool_v4_static), *v6_pools(plan.pool_v6))
         ),
         remote_auth="eap-mschapv2" if plan.radius is None else "eap-radius",
-        explain=True,
         dpd_delay=f"{plan.dpd_delay}s",
         local_ts=full_tunnel(plan.pool_v6),
     )
@@ -475,26 +546,34 @@ def _static(static: StaticAddress, users: UsersPlan) -> Connection:
 
 
 def vici_config(plan: Plan) -> ViciConfig:
-    """The same configuration as swanctl_conf() and users_conf(), as VICI messages."""
-    leaf = plan.credentials.leaf_pem()
-    connection = _generic(plan).vici(leaf)
-    identify = _identify(plan)
-    if identify is not None:
-        connection.update(identify.vici(leaf))
+    """The configuration as VICI messages; swanctl_conf() and users_conf() write them out."""
     users = vici_users(plan.users())
-    dynamic = dynamic_pools(plan.pool_v4, plan.pool_v4_static)
     return ViciConfig(
         authorities=tuple(plan.credentials.authority_pems()),
         key={"type": "any", "data": plan.credentials.key_pem},
         shared=users.shared,
-        pools={
-            **{pool.name: _pool(pool.addrs, plan.dns) for pool in dynamic},
-            **{pool.name: _pool(pool.addrs, ()) for pool in v6_pools(plan.pool_v6)},
-            **users.pools,
-        },
-        connection=connection,
+        pools={**_pools(plan), **users.pools},
+        connection=_connections(plan, plan.credentials.leaf_pem()),
         static_connections=users.connections,
     )
+
+
+def _connections(plan: Plan, certificate: bytes | str) -> dict[str, Any]:
+    """The connections that carry the server certificate (its PEM, or its file name)."""
+    connections = _generic(plan).vici(certificate)
+    identify = _identify(plan)
+    if identify is not None:
+        connections |= identify.vici(certificate)
+    return connections
+
+
+def _pools(plan: Plan) -> dict[str, Any]:
+    """The dynamic pools: IPv4 (with the DNS servers), then IPv6."""
+    dynamic = dynamic_pools(plan.pool_v4, plan.pool_v4_static)
+    return {
+        **{pool.name: _pool(pool.addrs, plan.dns) for pool in dynamic},
+        **{pool.name: _pool(pool.addrs, ()) for pool in v6_pools(plan.pool_v6)},
+    }
 
 
 @dataclass(frozen=True)

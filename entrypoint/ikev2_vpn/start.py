@@ -1,4 +1,4 @@
-"""The start-up pipeline: environment -> settings -> state -> render -> apply -> run.
+"""The start-up pipeline: environment -> settings -> probe -> state -> render -> apply -> run.
 
 Every check that can fail on the operator's input runs before anything is written or
 started; the first problem stops the container with one line and a non-zero status.
@@ -8,32 +8,19 @@ from __future__ import annotations
 
 import functools
 import logging
-import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from . import defaults, render
-from .apply import backend, network
+from . import defaults, probe, render
+from .apply import network, profile_writer
 from .apply.files import write_configuration, write_radius_secrets, write_users_configuration
-from .errors import ConfigError
-from .identity import ServerIdentity, resolve_identity
-from .profiles import writer
+from .probe.backend import BackendChoice
 from .run import users_live, vici_session
 from .run.bans import BanGuard
 from .run.charon import Supervisor
 from .run.renewal import Renewer
-from .settings import (
-    AcmeFallback,
-    CertSource,
-    Settings,
-    V6Egress,
-    describe,
-    load_settings,
-    unknown_variables,
-)
-from .state import acme, certcheck, pki
-from .state.credentials import ServerCredentials
-from .state.users import STORE_NAME, ResolvedAccounts, resolve_accounts, usable_static_ips
+from .settings import Settings, V6Egress, describe, load_settings, unknown_variables
+from .state import pki, server
+from .state.server import ServerState
 
 if TYPE_CHECKING:
     from .run import metrics
@@ -44,80 +31,52 @@ log = logging.getLogger("ikev2_vpn")
 def run() -> int:
     supervisor = Supervisor()  # handles SIGTERM from here on
     users_live.forget_facts()  # left by the previous run: no user change until charon is up
+    settings = _settings()
+    machine = probe.machine(settings)
+    state = server.load(settings, machine.identity)
+    plan = render.plan(settings, machine, state)
+    _apply(plan)
+    return _run(settings, state, plan, supervisor)
+
+
+def _settings() -> Settings:
     for warning in unknown_variables():
         log.warning(warning)
     settings = load_settings()
     for line in describe(settings):
         log.info(line)
+    return settings
 
-    # What the system offers (read-only, except the probe's throw-away XFRM state and, with
-    # VPN_POOL_V6, its sysctls where /proc/sys is writable).
-    egress = network.find_egress()
-    network.check_pool(settings.pool_v4, egress)
-    egress_v6 = _egress_v6(settings)
-    choice = backend.choose_backend(
-        settings.ipsec_backend, backend.probe_kernel(), backend.tun_available()
-    )
-    log.info("IPsec backend: %s (%s)", choice.backend, choice.reason)
-    identity = resolve_identity(settings, egress)
-    log.info("server identity: %s (%s)", identity.host, identity.reason)
 
-    # State under /data.
-    certificate = _certificate(settings, identity)
-    credentials = certificate.credentials
-    accounts = _accounts(settings)
-    static, warnings = usable_static_ips(
-        accounts.static_ips, settings.pool_v4_static, settings.pool_v4
-    )
-    for warning in warnings:
-        log.warning(warning)
-
-    plan = render.Plan(
-        host=identity.host,
-        accounts=accounts.accounts,
-        credentials=credentials,
-        pool_v4=settings.pool_v4,
-        dns=settings.dns,
-        backend=choice,
-        proposals=settings.proposals,
-        log_level=settings.log_level,
-        egress_interface=egress.interface,
-        pool_v4_static=settings.pool_v4_static,
-        static=tuple(render.StaticAddress(name, address) for name, address in static.items()),
-        dpd_delay=settings.dpd_delay,
-        client_isolation=settings.client_isolation,
-        allow_server_access=settings.allow_server_access,
-        allow_link_local=settings.allow_link_local,
-        radius=_radius(settings, identity.host),
-        pool_v6=settings.pool_v6,
-        pool_v6_egress=settings.pool_v6_egress,
-        egress_interface_v6=egress_v6.interface if egress_v6 else None,
-    )
-
-    # Apply.
+def _apply(plan: render.Plan) -> None:
+    """Forwarding and the firewall, then the files charon, swanctl and clients read."""
     network.enable_forwarding()
     network.apply_firewall(render.nftables_conf(plan))
-    if settings.pool_v6 is not None and egress_v6 is not None:
-        if settings.pool_v6_egress is V6Egress.NDP_PROXY:
-            count = network.add_ndp_proxies(settings.pool_v6, egress_v6.interface)
-            log.info("NDP proxy: answering for %d pool addresses on %s", count, egress_v6.interface)
+    if plan.pool_v6 is not None and plan.egress_interface_v6 is not None:
+        if plan.pool_v6_egress is V6Egress.NDP_PROXY:
+            count = network.add_ndp_proxies(plan.pool_v6, plan.egress_interface_v6)
+            log.info(
+                "NDP proxy: answering for %d pool addresses on %s", count, plan.egress_interface_v6
+            )
         log.info(
             "IPv6: clients get addresses from %s, leaving through %s (%s)",
-            settings.pool_v6,
-            egress_v6.interface,
-            settings.pool_v6_egress,
+            plan.pool_v6,
+            plan.egress_interface_v6,
+            plan.pool_v6_egress,
         )
     log.info(render.client_access(plan))
-    write_configuration(render.strongswan_conf(plan), render.swanctl_conf(plan), credentials)
+    write_configuration(render.strongswan_conf(plan), render.swanctl_conf(plan), plan.credentials)
     write_users_configuration(render.users_conf(plan.users()))
     if plan.radius is not None:
         write_radius_secrets(render.radius_secrets_conf(plan.radius))
         log.info("client profiles: none written (users live in RADIUS, unknown to the server)")
     else:
-        _write_profiles(settings, plan)
+        _write_profiles(plan)
 
-    # Run.
-    collector = _start_metrics(settings, choice)
+
+def _run(settings: Settings, state: ServerState, plan: render.Plan, supervisor: Supervisor) -> int:
+    """charon with the plan loaded over VICI, and the threads that watch over it."""
+    collector = _start_metrics(settings, plan.backend)
     supervisor.start()
     try:
         session = vici_session.wait_for_charon(supervisor.alive)
@@ -128,6 +87,7 @@ def run() -> int:
             return 0
         raise
     users_live.write_facts(plan)  # from here on `ikev2-vpn users` can change accounts
+    certificate = state.certificate
     if certificate.acme is not None:
         Renewer(
             certificate.acme,
@@ -142,13 +102,11 @@ def run() -> int:
         on_failure=collector.login_failed if collector else lambda _failure: None,
         radius_servers=plan.radius.server_names() if plan.radius is not None else None,
     ).start()
-    _announce(settings, identity, plan)
+    _announce(plan)
     return supervisor.supervise()
 
 
-def _start_metrics(
-    settings: Settings, choice: backend.BackendChoice
-) -> metrics.VpnCollector | None:
+def _start_metrics(settings: Settings, choice: BackendChoice) -> metrics.VpnCollector | None:
     """The Prometheus endpoint, when VPN_METRICS_PORT is set. A port that cannot be opened
     costs the metrics, not the VPN: one error line, and the server starts anyway."""
     if settings.metrics_port is None:
@@ -174,112 +132,6 @@ def _start_metrics(
     return collector
 
 
-def _accounts(settings: Settings) -> ResolvedAccounts:
-    """Local accounts, or with RADIUS none at all (and no generated one): RADIUS replaces
-    them, so a login never depends on which of two user lists a server asked."""
-    if not settings.radius_servers:
-        accounts = resolve_accounts(settings.accounts(), defaults.DATA_DIR)
-        if accounts.generated is not None:
-            log.warning(
-                "no user configured: created user %r with password %s (shown once, kept in %s)",
-                accounts.generated.name,
-                accounts.generated.password.get_secret_value(),
-                defaults.DATA_DIR / STORE_NAME,
-            )
-        return accounts
-    if (defaults.DATA_DIR / STORE_NAME).exists():
-        log.warning(
-            "the users in %s are not used: with VPN_RADIUS_SERVERS users live in RADIUS",
-            defaults.DATA_DIR / STORE_NAME,
-        )
-    return ResolvedAccounts((), None, {})
-
-
-def _radius(settings: Settings, host: str) -> render.RadiusPlan | None:
-    if not settings.radius_servers or settings.radius_secret is None:
-        return None
-    return render.RadiusPlan(
-        servers=settings.radius_servers,
-        secret=settings.radius_secret,
-        nas_identifier=settings.radius_nas_identifier or host,
-        accounting_port=settings.radius_accounting_port,
-        interim_interval=settings.radius_interim_interval,
-    )
-
-
-def _egress_v6(settings: Settings) -> network.EgressV6 | None:
-    """With VPN_POOL_V6: where IPv6 leaves, once the sysctls and the pool are known to fit."""
-    if settings.pool_v6 is None:
-        return None
-    network.check_ipv6_sysctls(settings.pool_v6_egress)
-    found = network.find_egress_v6()
-    network.check_pool_v6(settings.pool_v6, settings.pool_v6_egress, found)
-    return found
-
-
-@dataclass(frozen=True)
-class Certificate:
-    credentials: ServerCredentials
-    acme: acme.AcmeRequest | None = None  # kept fresh by a Renewer
-    fallback: bool = False  # self-signed while the ACME CA cannot be used
-
-
-def _certificate(settings: Settings, identity: ServerIdentity) -> Certificate:
-    if settings.cert is CertSource.FILES:
-        return Certificate(
-            certcheck.load_operator_credentials(
-                settings.cert_path, settings.key_path, settings.chain_path, identity.host
-            )
-        )
-    if settings.cert is CertSource.LETSENCRYPT:
-        return _acme_certificate(settings, identity)
-    return Certificate(pki.ensure_self_signed(defaults.DATA_DIR, identity.host))
-
-
-def _acme_certificate(settings: Settings, identity: ServerIdentity) -> Certificate:
-    """The stored certificate while it is valid (no request: CA rate limits), else a new one.
-
-    A failed first issuance stops the container with the CA's reason, unless the operator
-    chose ACME_FALLBACK=self-signed.
-    """
-    request = acme.AcmeRequest.from_settings(settings, identity.host)
-    acme.remove_stale_temporaries(request)
-    stored = acme.load_live(request)
-    if stored is not None:
-        log.info(
-            "ACME: reusing the certificate in %s (valid until %s); no request sent to the CA",
-            request.root,
-            acme.when(stored.leaf.not_valid_after_utc),
-        )
-        return Certificate(stored.credentials, request)
-    delay, reason = acme.restart_delay(request)
-    if delay > 0:
-        log.warning(
-            "ACME: the previous attempts failed (%s); waiting %.0f s before asking the CA "
-            "again, to stay within its rate limits",
-            reason,
-            delay,
-        )
-        time.sleep(delay)
-    log.info("ACME: requesting a certificate for %s from %s", request.host, request.directory)
-    try:
-        issued = acme.obtain(request)
-    except ConfigError as exc:
-        acme.record_failure(request, exc.line())
-        if settings.acme_fallback is not AcmeFallback.SELF_SIGNED:
-            raise
-        log.error("ACME: %s", exc.line())
-        log.warning(
-            "ACME: serving a self-signed certificate meanwhile (ACME_FALLBACK=self-signed); "
-            "retrying the CA in the background"
-        )
-        return Certificate(
-            pki.ensure_self_signed(defaults.DATA_DIR, identity.host), request, fallback=True
-        )
-    acme.clear_failures(request)
-    return Certificate(issued.credentials, request)
-
-
 def _certificate_replaced(settings: Settings, plan: render.Plan, ca_changed: bool) -> None:
     """After a renewal: `ikev2-vpn users` must see the new facts; when the self-signed
     fallback ended, profiles lose its CA (devices then trust the public CA instead)."""
@@ -291,14 +143,14 @@ def _certificate_replaced(settings: Settings, plan: render.Plan, ca_changed: boo
         log.info("client profiles rewritten for the CA's certificate")
 
 
-def _write_profiles(settings: Settings, plan: render.Plan) -> None:
+def _write_profiles(plan: render.Plan) -> None:
     """Client profiles for every account, rewritten at each start: that covers changes of
     the CA, the address and the proposals. Unchanged files are left untouched."""
-    profiles = [writer.profile_input(settings, plan, account) for account in plan.accounts]
-    changes = writer.write_all(profiles, defaults.DATA_DIR)
+    profiles = [profile_writer.profile_input(plan, account) for account in plan.accounts]
+    changes = profile_writer.write_all(profiles, defaults.DATA_DIR)
     log.info(
         "client profiles written to %s (%d user%s)",
-        writer.clients_dir(defaults.DATA_DIR),
+        profile_writer.clients_dir(defaults.DATA_DIR),
         len(profiles),
         "" if len(profiles) == 1 else "s",
     )
@@ -309,14 +161,14 @@ def _write_profiles(settings: Settings, plan: render.Plan) -> None:
         log.info("client profiles removed for users that no longer exist: %s", ", ".join(removed))
 
 
-def _announce(settings: Settings, identity: ServerIdentity, plan: render.Plan) -> None:
+def _announce(plan: render.Plan) -> None:
     users = ", ".join(account.name for account in plan.accounts)
     if plan.radius is not None:
         servers = ", ".join(map(str, plan.radius.servers))
         users = f"users of RADIUS server {servers} (NAS-Identifier {plan.radius.nas_identifier})"
     log.info(
         "ready: clients connect to %s (IKEv2, username and password) as: %s",
-        identity.host,
+        plan.host,
         users,
     )
     if plan.credentials.ca is not None:

@@ -19,9 +19,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID, ObjectIdentifier
 
+from ikev2_vpn.state.certcheck import load_operator_credentials
 from ikev2_vpn.state.credentials import ServerCredentials
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+HOST = "vpn.example.com"  # the name mounted certificates are checked against
 SERVER_AUTH = ExtendedKeyUsageOID.SERVER_AUTH
 CLIENT_AUTH = ExtendedKeyUsageOID.CLIENT_AUTH
 IKE_INTERMEDIATE = ObjectIdentifier("1.3.6.1.5.5.8.2.2")
@@ -219,3 +221,46 @@ def write(path: Path, data: bytes, mode: int = 0o644) -> Path:
     path.write_bytes(data)
     path.chmod(mode)
     return path
+
+
+# --- the operator's files (VPN_CERT=files) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Files:
+    """What the operator mounted, and where the trust store is."""
+
+    cert: Path
+    key: Path
+    chain: Path | None
+    trust: Path | None
+    host: str = HOST
+    now: datetime = NOW
+
+    def load(self) -> ServerCredentials:
+        return load_operator_credentials(
+            self.cert, self.key, self.chain, self.host, now=self.now, trust_store=self.trust
+        )
+
+
+def mount(
+    tmp_path: Path,
+    leaf: Issued,
+    *,
+    cert: bytes | None = None,
+    chain: bytes | None = None,
+    trust: bytes | None = None,
+    key: bytes | None = None,
+    key_mode: int = 0o600,
+    host: str = HOST,
+) -> Files:
+    """Write the files; ``cert`` defaults to the leaf alone, ``key`` to the leaf's key."""
+    directory = tmp_path / "certs"
+    directory.mkdir(exist_ok=True)
+    return Files(
+        cert=write(directory / "fullchain.pem", leaf.cert_pem if cert is None else cert),
+        key=write(directory / "privkey.pem", leaf.key_pem() if key is None else key, key_mode),
+        chain=write(directory / "chain.pem", chain) if chain is not None else None,
+        trust=write(tmp_path / "ca-certificates.crt", trust) if trust is not None else None,
+        host=host,
+    )

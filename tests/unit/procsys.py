@@ -1,4 +1,4 @@
-"""A stand-in for the container's /proc/sys, for the code in ikev2_vpn.apply.network."""
+"""A stand-in for the container's /proc/sys, read and set through ikev2_vpn.sysctl."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ikev2_vpn.apply import network
+from ikev2_vpn import sysctl
 
 
 def fake_proc_sys(
@@ -28,7 +28,7 @@ def fake_proc_sys(
         path = root / name.replace(".", "/")
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(value + "\n")
-    monkeypatch.setattr(network, "PROC_SYS", root)
+    monkeypatch.setattr(sysctl, "PROC_SYS", root)
     if read_only:
         monkeypatch.setattr(Path, "write_text", _refuse)
     return root

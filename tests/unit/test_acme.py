@@ -25,11 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from josepy.jwk import JWKRSA
 from ports import free_port, refused
 
-from ikev2_vpn import defaults, start
+from ikev2_vpn import defaults
 from ikev2_vpn.errors import ConfigError
-from ikev2_vpn.identity import ServerIdentity
+from ikev2_vpn.probe.identity import ServerIdentity
 from ikev2_vpn.settings import KeyType, load_settings
-from ikev2_vpn.state import acme
+from ikev2_vpn.state import acme, server
 from ikev2_vpn.state.acme import AcmeRequest
 from ikev2_vpn.state.files import atomic_write
 
@@ -898,23 +898,23 @@ def test_each_directory_gets_its_own_account_folder(acme_request: AcmeRequest) -
 
 @pytest.fixture
 def starting(
-    monkeypatch: pytest.MonkeyPatch, acme_request: AcmeRequest, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch,
+    acme_request: AcmeRequest,
+    tmp_path: Path,
+    clean_environment: None,
 ) -> list[float]:
-    """start._acme_certificate with /data in tmp_path; returns the sleeps it asked for."""
-    for name in list(os.environ):
-        if name.upper().startswith(("VPN_", "ACME_")):
-            monkeypatch.delenv(name)
+    """server.acme_certificate with /data in tmp_path; returns the sleeps it asked for."""
     monkeypatch.setenv("VPN_CERT", "letsencrypt")
     monkeypatch.setenv("VPN_HOST", HOST)
     monkeypatch.setattr(defaults, "DATA_DIR", acme_request.data_dir)
     monkeypatch.setattr(AcmeRequest, "from_settings", staticmethod(lambda s, h: acme_request))
     sleeps: list[float] = []
-    monkeypatch.setattr("ikev2_vpn.start.time.sleep", sleeps.append)
+    monkeypatch.setattr("ikev2_vpn.state.server.time.sleep", sleeps.append)
     return sleeps
 
 
-def start_certificate() -> start.Certificate:
-    return start._acme_certificate(load_settings(), ServerIdentity(HOST, "VPN_HOST"))
+def start_certificate() -> server.Certificate:
+    return server.acme_certificate(load_settings(), ServerIdentity(HOST, "VPN_HOST"))
 
 
 def test_start_reuses_the_stored_certificate_without_asking_the_ca(

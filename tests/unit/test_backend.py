@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from ikev2_vpn.apply import backend
-from ikev2_vpn.apply.backend import BackendChoice, KernelProbe, choose_backend, probe_kernel
 from ikev2_vpn.errors import ConfigError, SystemSetupError
+from ikev2_vpn.probe import backend
+from ikev2_vpn.probe.backend import BackendChoice, KernelProbe, choose_backend, probe_kernel
 from ikev2_vpn.settings import Backend
 
 ESP_GCM = KernelProbe(esp=True, gcm=True, detail="")

@@ -4,71 +4,30 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from certfactory import (
     CLIENT_AUTH,
+    HOST,
     IKE_INTERMEDIATE,
     NOW,
     SERVER_AUTH,
     Chain,
-    Issued,
+    Files,
     le_like_chain,
     make_ca,
     make_csr,
     make_leaf,
+    mount,
     write,
 )
 from cryptography.hazmat.primitives import serialization
 
 from ikev2_vpn.errors import ConfigError
 from ikev2_vpn.state.certcheck import load_operator_credentials
-from ikev2_vpn.state.credentials import ServerCredentials
-
-HOST = "vpn.example.com"
-
-
-@dataclass(frozen=True)
-class Files:
-    """What the operator mounted, and where the trust store is."""
-
-    cert: Path
-    key: Path
-    chain: Path | None
-    trust: Path | None
-    host: str = HOST
-    now: datetime = NOW
-
-    def load(self) -> ServerCredentials:
-        return load_operator_credentials(
-            self.cert, self.key, self.chain, self.host, now=self.now, trust_store=self.trust
-        )
-
-
-def mount(
-    tmp_path: Path,
-    leaf: Issued,
-    *,
-    cert: bytes | None = None,
-    chain: bytes | None = None,
-    trust: bytes | None = None,
-    key: bytes | None = None,
-    key_mode: int = 0o600,
-    host: str = HOST,
-) -> Files:
-    """Write the files; ``cert`` defaults to the leaf alone, ``key`` to the leaf's key."""
-    directory = tmp_path / "certs"
-    directory.mkdir(exist_ok=True)
-    return Files(
-        cert=write(directory / "fullchain.pem", leaf.cert_pem if cert is None else cert),
-        key=write(directory / "privkey.pem", leaf.key_pem() if key is None else key, key_mode),
-        chain=write(directory / "chain.pem", chain) if chain is not None else None,
-        trust=write(tmp_path / "ca-certificates.crt", trust) if trust is not None else None,
-        host=host,
-    )
 
 
 @pytest.fixture(scope="module")

@@ -8,11 +8,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from certfactory import NOW, Chain, le_like_chain, make_leaf
+from certfactory import NOW, Chain, Files, le_like_chain, make_leaf, mount
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_certcheck import Files, mount
 
 from ikev2_vpn.errors import ConfigError
 from ikev2_vpn.state.certcheck import CERT, CHAIN, KEY

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
-from ikev2_vpn import health, start
+from ikev2_vpn import start
 from ikev2_vpn.cli import main
 from ikev2_vpn.errors import ConfigError, SystemSetupError
-from ikev2_vpn.run import vici_session
+from ikev2_vpn.run import health, vici_session
 from ikev2_vpn.run.charon import StopRequested
 
 SECRET = "Zq7-secret-Xy9"
@@ -299,7 +299,7 @@ def test_health_with_an_expired_certificate_is_unhealthy(
 def test_liveness_leaves_the_certificate_out(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], certificate_status: Path
 ) -> None:
-    """`python3 -m ikev2_vpn.health --alive` (Kubernetes' liveness probe): an expiring
+    """`python3 -m ikev2_vpn.run.health --alive` (Kubernetes' liveness probe): an expiring
     certificate is no reason to restart, a charon without its configuration is."""
     now = time.time()
     write_status(certificate_status, not_before=now - 92 * DAY, not_after=now - 2 * DAY)
@@ -319,7 +319,7 @@ def test_liveness_leaves_the_certificate_out(
 
 def test_health_refuses_unknown_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert health.main(["--live"]) == 2
-    assert one_line(capsys.readouterr().out) == "usage: python3 -m ikev2_vpn.health [--alive]"
+    assert one_line(capsys.readouterr().out) == "usage: python3 -m ikev2_vpn.run.health [--alive]"
 
 
 def test_health_without_certificate_status_is_unhealthy(

@@ -13,11 +13,11 @@ import shutil
 import subprocess
 from dataclasses import replace
 
-import certfactory
 import pytest
+from planfactory import make_plan
 
 from ikev2_vpn import render
-from ikev2_vpn.apply.backend import BackendChoice
+from ikev2_vpn.probe.backend import BackendChoice
 from ikev2_vpn.settings import Backend, ProposalSet
 
 POOL = "10.10.10.0/24"
@@ -33,15 +33,12 @@ POOL_DROPS = [f"ip saddr {POOL} drop", f"ip daddr {POOL} drop"]
 
 @pytest.fixture(scope="module")
 def base() -> render.Plan:
-    return render.Plan(
+    return make_plan(
         host="vpn.example.test",
-        accounts=(),
-        credentials=certfactory.own_ca_credentials(),
         pool_v4=ipaddress.IPv4Network(POOL),
         dns=(),
         backend=BackendChoice(Backend.USERSPACE, "test", esp_gcm=True),
         proposals=ProposalSet.MODERN,
-        log_level=1,
         egress_interface="eth1",
     )
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 import ipaddress
 import re
 
-import certfactory
 import pytest
+from planfactory import make_plan
 from pydantic import SecretStr
 
 from ikev2_vpn import defaults, render
-from ikev2_vpn.apply.backend import BackendChoice
-from ikev2_vpn.settings import Account, Backend, ProposalSet
+from ikev2_vpn.probe.backend import BackendChoice
+from ikev2_vpn.settings import Account, Backend
 
 # The largest burst of honest logins from one carrier-NAT address the server must take
 # without stalling (issue 6 benchmarks: 200 clients behind 4 addresses, bursts of 100).
@@ -21,15 +21,10 @@ CARRIER_NAT_BURST = 100
 @pytest.fixture(scope="module")
 def charon_settings() -> dict[str, str]:
     """The top-level ``charon { key = value }`` settings of a rendered strongswan.conf."""
-    plan = render.Plan(
-        host="vpn.example.com",
+    plan = make_plan(
         accounts=(Account(name="alice", password=SecretStr("pw"), source="VPN_USERS"),),
-        credentials=certfactory.own_ca_credentials(),
-        pool_v4=ipaddress.IPv4Network("10.10.10.0/24"),
         dns=(ipaddress.ip_address("192.0.2.53"),),
         backend=BackendChoice(Backend.USERSPACE, "test", esp_gcm=True),
-        proposals=ProposalSet.COMPATIBLE,
-        log_level=1,
         egress_interface="eth1",
     )
     text = render.strongswan_conf(plan)

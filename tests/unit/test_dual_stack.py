@@ -5,25 +5,25 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import shutil
 import subprocess
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import certfactory
 import profilefactory
 import pytest
+from planfactory import make_plan
 from procsys import fake_proc_sys
-from test_render import parse_conf
+from swanctl_syntax import parse_conf
 
-from ikev2_vpn import defaults, render
+from ikev2_vpn import defaults, render, sysctl
 from ikev2_vpn.apply import network
-from ikev2_vpn.apply.backend import BackendChoice
-from ikev2_vpn.apply.network import EgressV6
 from ikev2_vpn.errors import ConfigError, ConfigErrors, SystemSetupError
+from ikev2_vpn.probe import network as probe_network
+from ikev2_vpn.probe.backend import BackendChoice
+from ikev2_vpn.probe.network import EgressV6
 from ikev2_vpn.profiles import linux
 from ikev2_vpn.settings import Backend, ProposalSet, Settings, V6Egress, load_settings
 
@@ -35,12 +35,7 @@ CONN = defaults.CONNECTION_NAME
 # --- settings --------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.upper().startswith(("VPN_", "ACME_")):
-            monkeypatch.delenv(name)
-    yield
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def load(monkeypatch: pytest.MonkeyPatch, **env: str) -> Settings:
@@ -142,15 +137,12 @@ def test_ipv6_dns_server_needs_the_ipv6_pool(monkeypatch: pytest.MonkeyPatch) ->
 
 @pytest.fixture(scope="module")
 def plan() -> render.Plan:
-    return render.Plan(
+    return make_plan(
         host="vpn.example.test",
-        accounts=(),
-        credentials=certfactory.own_ca_credentials(),
         pool_v4=ipaddress.IPv4Network(POOL_V4),
         dns=(ipaddress.ip_address("1.1.1.1"), ipaddress.ip_address("2001:db8::53")),
         backend=BackendChoice(Backend.USERSPACE, "test", esp_gcm=True),
         proposals=ProposalSet.MODERN,
-        log_level=1,
         egress_interface="eth1",
         pool_v6=ipaddress.IPv6Network(POOL_V6),
         egress_interface_v6="eth2",
@@ -307,7 +299,7 @@ def proc_sys(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Callable[..., P
 
 def test_ipv6_sysctls_are_set_when_proc_sys_is_writable(proc_sys: Callable[..., Path]) -> None:
     root = proc_sys()
-    network.check_ipv6_sysctls(V6Egress.NAT66)
+    probe_network.check_ipv6_sysctls(V6Egress.NAT66)
     assert (root / "net/ipv6/conf/all/forwarding").read_text() == "1\n"
     assert (root / "net/ipv6/conf/all/disable_ipv6").read_text() == "0\n"
     assert (root / "net/ipv6/conf/all/proxy_ndp").read_text() == "0\n"  # not asked for
@@ -318,7 +310,7 @@ def test_forwarding_off_and_read_only_gives_one_line_with_the_flags(
 ) -> None:
     proc_sys(read_only=True, net__ipv6__conf__all__disable_ipv6="0")
     with pytest.raises(SystemSetupError) as caught:
-        network.check_ipv6_sysctls(V6Egress.NAT66)
+        probe_network.check_ipv6_sysctls(V6Egress.NAT66)
     message = str(caught.value)
     assert message.startswith("VPN_POOL_V6 is set but net.ipv6.conf.all.forwarding is not")
     assert "--sysctl net.ipv6.conf.all.forwarding=1" in message
@@ -332,16 +324,16 @@ def test_ndp_proxy_also_needs_proxy_ndp(proc_sys: Callable[..., Path]) -> None:
         net__ipv6__conf__all__forwarding="1",
         net__ipv6__conf__all__disable_ipv6="0",
     )
-    network.check_ipv6_sysctls(V6Egress.ROUTED)
+    probe_network.check_ipv6_sysctls(V6Egress.ROUTED)
     with pytest.raises(SystemSetupError, match=r"--sysctl net\.ipv6\.conf\.all\.proxy_ndp=1"):
-        network.check_ipv6_sysctls(V6Egress.NDP_PROXY)
+        probe_network.check_ipv6_sysctls(V6Egress.NDP_PROXY)
 
 
 def test_kernel_without_ipv6_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr(network, "PROC_SYS", tmp_path)
+    monkeypatch.setattr(sysctl, "PROC_SYS", tmp_path)
     with pytest.raises(SystemSetupError, match="the kernel has no IPv6"):
-        network.check_ipv6_sysctls(V6Egress.NAT66)
-    assert network.find_egress_v6() is None
+        probe_network.check_ipv6_sysctls(V6Egress.NAT66)
+    assert probe_network.find_egress_v6() is None
 
 
 # Measured in a container on a Docker network created with --ipv6 --subnet 2001:db8:77::/64:
@@ -362,7 +354,7 @@ MEASURED_ROUTE = [{"dst": "default", "gateway": "2001:db8:77::1", "dev": "eth0"}
 @pytest.fixture
 def ip_v6(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
     (tmp_path / "net/ipv6").mkdir(parents=True)
-    monkeypatch.setattr(network, "PROC_SYS", tmp_path)
+    monkeypatch.setattr(sysctl, "PROC_SYS", tmp_path)
     batches: list[str] = []
     answers = {
         ("ip", "-j", "-6", "route", "show", "default"): json.dumps(MEASURED_ROUTE),
@@ -381,7 +373,7 @@ def ip_v6(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
 
 
 def test_ipv6_egress_from_output_measured_on_docker(ip_v6: list[str]) -> None:
-    assert network.find_egress_v6() == EgressV6(
+    assert probe_network.find_egress_v6() == EgressV6(
         "eth0",
         (ipaddress.IPv6Interface("2001:db8:77::2/64"),),
         (ipaddress.IPv6Network("2001:db8:77::/64"),),
@@ -390,7 +382,7 @@ def test_ipv6_egress_from_output_measured_on_docker(ip_v6: list[str]) -> None:
 
 def test_no_ipv6_default_route_is_one_line() -> None:
     with pytest.raises(SystemSetupError) as caught:
-        network.check_pool_v6(ipaddress.IPv6Network(POOL_V6), V6Egress.NAT66, None)
+        probe_network.check_pool_v6(ipaddress.IPv6Network(POOL_V6), V6Egress.NAT66, None)
     assert "no IPv6 default route" in str(caught.value)
     assert "\n" not in str(caught.value)
 
@@ -405,19 +397,19 @@ EGRESS = EgressV6(
 @pytest.mark.parametrize("pool", ["2001:db8:99::/112", "2001:db8:77::/64", "2001:db8:77::/48"])
 def test_pool_overlapping_an_attached_v6_network_is_refused(pool: str) -> None:
     with pytest.raises(ConfigError, match="overlaps the container's network"):
-        network.check_pool_v6(ipaddress.IPv6Network(pool), V6Egress.ROUTED, EGRESS)
+        probe_network.check_pool_v6(ipaddress.IPv6Network(pool), V6Egress.ROUTED, EGRESS)
 
 
 def test_ndp_proxy_pool_must_be_on_link_and_spare_the_servers_address() -> None:
-    network.check_pool_v6(
+    probe_network.check_pool_v6(
         ipaddress.IPv6Network("2001:db8:77::f000/116"), V6Egress.NDP_PROXY, EGRESS
     )
     with pytest.raises(ConfigError, match="not inside an on-link prefix of eth0"):
-        network.check_pool_v6(
+        probe_network.check_pool_v6(
             ipaddress.IPv6Network("2001:db8:78::/116"), V6Egress.NDP_PROXY, EGRESS
         )
     with pytest.raises(ConfigError, match="holds the server's own address 2001:db8:77::2"):
-        network.check_pool_v6(
+        probe_network.check_pool_v6(
             ipaddress.IPv6Network("2001:db8:77::/116"), V6Egress.NDP_PROXY, EGRESS
         )
 

@@ -8,25 +8,23 @@ value opened or closed a section or added a line. The settings are enumerated fr
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import replace
 from pathlib import Path
 from unittest import mock
 
-import certfactory
 import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
+from planfactory import make_plan
 from pydantic import SecretStr
-from test_render import CONN, POOL, USERSPACE, Section, parse_conf, swanctl
+from swanctl_syntax import Section, parse_conf, swanctl
 
 from ikev2_vpn import defaults, render
 from ikev2_vpn.errors import ConfigErrors
 from ikev2_vpn.settings import (
     Account,
     FileVariantSource,
-    ProposalSet,
     Settings,
     describe,
     env_name,
@@ -34,6 +32,9 @@ from ikev2_vpn.settings import (
     load_settings,
 )
 from ikev2_vpn.state.users import nt_hash
+
+CONN = defaults.CONNECTION_NAME
+POOL = defaults.POOL_V4_NAME
 
 # Every password generated here carries this character, and nothing else does: wherever it
 # shows up in an error, a log line or a rendered file, a password (or a piece of one) leaked.
@@ -289,17 +290,7 @@ def check_rendering(plan: render.Plan) -> Section:
 
 @pytest.fixture(scope="module")
 def plan() -> render.Plan:
-    return render.Plan(
-        host="vpn.example.com",
-        accounts=(),
-        credentials=certfactory.own_ca_credentials(),
-        pool_v4=ipaddress.IPv4Network("10.10.10.0/24"),
-        dns=(ipaddress.ip_address("198.51.100.53"),),
-        backend=USERSPACE,
-        proposals=ProposalSet.COMPATIBLE,
-        log_level=1,
-        egress_interface="eth0",
-    )
+    return make_plan()
 
 
 @settings(

@@ -8,8 +8,8 @@ from pathlib import Path
 import certfactory
 import pytest
 
-from ikev2_vpn import health
 from ikev2_vpn.apply import files
+from ikev2_vpn.run import health
 from ikev2_vpn.state.credentials import ServerCredentials
 
 DAY = 86400.0

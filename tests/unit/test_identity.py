@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import io
 import ipaddress
-import os
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from ikev2_vpn import defaults, identity
-from ikev2_vpn.apply.network import Egress
+from ikev2_vpn import defaults
+from ikev2_vpn.probe import identity
+from ikev2_vpn.probe.network import Egress
 from ikev2_vpn.settings import Settings
 
 EGRESS = Egress(
@@ -23,12 +23,7 @@ EGRESS = Egress(
 )
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in list(os.environ):
-        if name.startswith("VPN_"):
-            monkeypatch.delenv(name)
-    yield
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 def answers(

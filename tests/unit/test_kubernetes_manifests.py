@@ -316,7 +316,7 @@ def test_probes_run_the_images_health_check(
 ) -> None:
     healthcheck = dockerfile_instruction("HEALTHCHECK")
     command = yaml.safe_load(healthcheck.split(" CMD ", 1)[1])
-    assert command == ["/opt/ikev2-vpn/bin/python3", "-m", "ikev2_vpn.health"]
+    assert command == ["/opt/ikev2-vpn/bin/python3", "-m", "ikev2_vpn.run.health"]
     probes = k8s.pod_stand_in(rendered[variant]).probes
     assert probes == {
         "startupProbe": command,

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import CollectorRegistry
 
 from ikev2_vpn import start
-from ikev2_vpn.apply.backend import BackendChoice
+from ikev2_vpn.probe.backend import BackendChoice
 from ikev2_vpn.run import metrics, vici_session
 from ikev2_vpn.run.bans import BanGuard
 from ikev2_vpn.settings import Backend, Settings

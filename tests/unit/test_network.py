@@ -15,8 +15,9 @@ from procsys import fake_proc_sys
 
 from ikev2_vpn import defaults
 from ikev2_vpn.apply import network
-from ikev2_vpn.apply.network import Egress, check_pool, enable_forwarding, find_egress
+from ikev2_vpn.apply.network import enable_forwarding
 from ikev2_vpn.errors import ConfigError, SystemSetupError
+from ikev2_vpn.probe.network import Egress, check_pool, find_egress
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
 

@@ -22,7 +22,7 @@ from ports import free_port, refused
 from profilefactory import HOST, PASSWORD, make_profile
 
 from ikev2_vpn.errors import SystemSetupError
-from ikev2_vpn.profiles import share
+from ikev2_vpn.run import share
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 

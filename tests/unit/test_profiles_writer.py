@@ -11,15 +11,16 @@ import stat
 from pathlib import Path
 from unittest import mock
 
-import certfactory
 import pytest
+from planfactory import make_plan
 from profilefactory import HOST, PASSWORD, USER, make_profile
 from pydantic import SecretStr
 
 from ikev2_vpn import defaults, render, start
-from ikev2_vpn.apply.backend import BackendChoice
-from ikev2_vpn.profiles import ProfileInput, writer
-from ikev2_vpn.settings import Account, Backend, ProposalSet, Settings
+from ikev2_vpn.apply import profile_writer as writer
+from ikev2_vpn.probe.backend import BackendChoice
+from ikev2_vpn.profiles import ProfileInput
+from ikev2_vpn.settings import Account, Backend, ProfilePasswords, Settings
 from ikev2_vpn.state.users import nt_hash
 
 SELF_SIGNED_FILES = {
@@ -160,19 +161,14 @@ def test_write_all_removes_users_that_no_longer_exist(tmp_path: Path) -> None:
 
 @pytest.fixture
 def plan() -> render.Plan:
-    return render.Plan(
+    return make_plan(
         host=HOST,
         accounts=(
             Account(name=USER, password=SecretStr(PASSWORD), source="VPN_USERS"),
             Account(name="bob", password=SecretStr("bob-pw-1"), source="VPN_USERS"),
         ),
-        credentials=certfactory.own_ca_credentials(),
-        pool_v4=ipaddress.IPv4Network("10.10.10.0/24"),
         dns=(ipaddress.ip_address("192.0.2.53"),),
         backend=BackendChoice(Backend.KERNEL, "test", esp_gcm=False),
-        proposals=ProposalSet.COMPATIBLE,
-        log_level=1,
-        egress_interface="eth0",
     )
 
 
@@ -181,22 +177,41 @@ def settings(**values: object) -> Settings:
         return Settings(**values)  # type: ignore[arg-type]
 
 
-def test_profile_input_follows_settings_and_plan(plan: render.Plan) -> None:
-    profile = writer.profile_input(settings(), plan, plan.accounts[0])
-    # DNS and pool come from the settings (what `ikev2-vpn users` also has, without a plan).
+def test_profile_input_follows_the_plan(plan: render.Plan) -> None:
+    profile = writer.profile_input(plan, plan.accounts[0])
     assert profile == ProfileInput(
         host=HOST,
         user=USER,
         password=plan.accounts[0].password,
         ca=plan.credentials.ca,
         esp_gcm=False,
-        dns=settings().dns,
-        pool_v4=settings().pool_v4,
+        dns=plan.dns,
+        pool_v4=plan.pool_v4,
         always_on=False,
     )
-    omitted = settings(profile_passwords="omit", profile_always_on=True)
-    changed = writer.profile_input(omitted, plan, plan.accounts[0])
+    omitted = dataclasses.replace(
+        plan, profile_passwords=ProfilePasswords.OMIT, profile_always_on=True
+    )
+    changed = writer.profile_input(omitted, plan.accounts[0])
     assert dataclasses.replace(profile, password=None, always_on=True) == changed
+
+
+def test_profiles_at_start_equal_those_of_the_users_command(plan: render.Plan) -> None:
+    """The start writes profiles from the plan, `ikev2-vpn users` from the settings and the
+    facts the start left: for the same server both give the same profile."""
+    values = {"dns": "192.0.2.53", "profile_passwords": "omit", "profile_always_on": True}
+    loaded = settings(**values)
+    at_start = dataclasses.replace(
+        plan,
+        dns=loaded.dns,
+        pool_v4=loaded.pool_v4,
+        profile_passwords=loaded.profile_passwords,
+        profile_always_on=loaded.profile_always_on,
+    )
+    live = writer.profile_for(
+        loaded, plan.accounts[0], host=HOST, ca=plan.credentials.ca, esp_gcm=False
+    )
+    assert writer.profile_input(at_start, plan.accounts[0]) == live
 
 
 def test_start_writes_profiles_and_logs_which_changed(
@@ -207,17 +222,17 @@ def test_start_writes_profiles_and_logs_which_changed(
 ) -> None:
     monkeypatch.setattr(defaults, "DATA_DIR", tmp_path)
     caplog.set_level(logging.INFO, logger="ikev2_vpn")
-    start._write_profiles(settings(), plan)
+    start._write_profiles(plan)
     assert f"client profiles written to {tmp_path / 'clients'} (2 users)" in caplog.messages
     assert "client profiles changed for: alice, bob" in caplog.messages
     assert {p.name for p in (tmp_path / "clients").iterdir()} == {USER, "bob"}
 
     caplog.clear()
-    start._write_profiles(settings(), plan)  # a restart with nothing changed
+    start._write_profiles(plan)  # a restart with nothing changed
     assert not [m for m in caplog.messages if "changed" in m or "removed" in m]
 
     caplog.clear()
-    start._write_profiles(settings(), dataclasses.replace(plan, accounts=plan.accounts[1:]))
+    start._write_profiles(dataclasses.replace(plan, accounts=plan.accounts[1:]))
     assert "client profiles removed for users that no longer exist: alice" in caplog.messages
     for message in caplog.messages:
         assert PASSWORD not in message and "bob-pw-1" not in message

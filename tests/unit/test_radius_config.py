@@ -4,7 +4,6 @@ relay EAP to RADIUS; and a server without RADIUS exactly as before."""
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import os
 import re
@@ -12,34 +11,28 @@ import stat
 from dataclasses import replace
 from pathlib import Path
 
-import certfactory
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from planfactory import make_plan
 from pydantic import SecretStr
-from test_render import CONN, USERSPACE, Section, parse_conf, swanctl
+from swanctl_syntax import Section, parse_conf, swanctl
 
-from ikev2_vpn import defaults, render, start
+from ikev2_vpn import defaults, render
 from ikev2_vpn.apply.files import write_radius_secrets
-from ikev2_vpn.settings import ProposalSet, RadiusServer, Settings, load_settings
+from ikev2_vpn.settings import RadiusServer, Settings, load_settings
+from ikev2_vpn.state import server
 from ikev2_vpn.state.users import STORE_NAME
 
+CONN = defaults.CONNECTION_NAME
 SECRET = 'Zq7 "radius" #secret {x} \\y'
 SECRETS_FILE = str(defaults.RADIUS_SECRETS_FILE)
 
 
 @pytest.fixture(scope="module")
 def plan() -> render.Plan:
-    return render.Plan(
+    return make_plan(
         host="vpn1.example.com",
-        accounts=(),
-        credentials=certfactory.own_ca_credentials(),
-        pool_v4=ipaddress.IPv4Network("10.10.10.0/24"),
-        dns=(ipaddress.ip_address("198.51.100.53"),),
-        backend=USERSPACE,
-        proposals=ProposalSet.COMPATIBLE,
-        log_level=1,
-        egress_interface="eth0",
         radius=render.RadiusPlan(
             servers=(
                 RadiusServer(host="radius1.example.com"),
@@ -201,12 +194,12 @@ def test_no_local_account_is_generated_and_stored_ones_are_set_aside(
     monkeypatch.setattr(defaults, "DATA_DIR", tmp_path)
     settings = radius_settings(monkeypatch)
     with caplog.at_level(logging.INFO):
-        assert start._accounts(settings).accounts == ()
+        assert server.accounts(settings).accounts == ()
     assert list(tmp_path.iterdir()) == []  # nothing generated
     assert caplog.messages == []
     (tmp_path / STORE_NAME).write_text("{}")
     with caplog.at_level(logging.INFO):
-        assert start._accounts(settings).accounts == ()
+        assert server.accounts(settings).accounts == ()
     assert caplog.messages == [
         f"the users in {tmp_path / STORE_NAME} are not used: with VPN_RADIUS_SERVERS users "
         "live in RADIUS"
@@ -216,15 +209,15 @@ def test_no_local_account_is_generated_and_stored_ones_are_set_aside(
 def test_the_nas_identifier_is_the_server_identity_unless_set(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    radius = start._radius(radius_settings(monkeypatch), "vpn-eu.example.com")
+    radius = render.radius_plan(radius_settings(monkeypatch), "vpn-eu.example.com")
     assert radius is not None
     assert radius.nas_identifier == "vpn-eu.example.com"
     assert radius.secret.get_secret_value() == SECRET
-    chosen = start._radius(
+    chosen = render.radius_plan(
         radius_settings(monkeypatch, VPN_RADIUS_NAS_IDENTIFIER="eu-1"), "vpn-eu.example.com"
     )
     assert chosen is not None and chosen.nas_identifier == "eu-1"
     monkeypatch.delenv("VPN_RADIUS_SERVERS")
     monkeypatch.delenv("VPN_RADIUS_SECRET")
     monkeypatch.delenv("VPN_RADIUS_NAS_IDENTIFIER")
-    assert start._radius(load_settings(), "vpn-eu.example.com") is None
+    assert render.radius_plan(load_settings(), "vpn-eu.example.com") is None

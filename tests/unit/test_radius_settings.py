@@ -3,14 +3,13 @@ get back when something is wrong (never with the shared secret in it)."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from ikev2_vpn.errors import ConfigError, ConfigErrors
-from ikev2_vpn.settings import RadiusServer, Settings, describe, load_settings, parse_radius_server
+from ikev2_vpn.settings import RadiusServer, Settings, describe, parse_radius_server
 
 Load = Callable[..., Settings]
 Reject = Callable[..., ConfigError]
@@ -19,21 +18,7 @@ SECRET = "Zq7-radius-secret-Xy9"
 RADIUS = {"VPN_RADIUS_SERVERS": "radius.example.com", "VPN_RADIUS_SECRET": SECRET}
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith(("VPN_", "ACME_")):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def load(monkeypatch: pytest.MonkeyPatch) -> Load:
-    def _load(**env: str) -> Settings:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        return load_settings()
-
-    return _load
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 from unittest import mock
 
 import certfactory
@@ -18,11 +17,13 @@ import pytest
 from Cryptodome.Hash import MD4
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from planfactory import make_plan
 from pydantic import SecretStr
+from swanctl_syntax import Section, as_conf_value, flatten, parse_conf, swanctl
 
 from ikev2_vpn import defaults, render
-from ikev2_vpn.apply.backend import BackendChoice
 from ikev2_vpn.errors import ConfigErrors
+from ikev2_vpn.probe.backend import BackendChoice
 from ikev2_vpn.settings import Account, Backend, ProposalSet, load_settings
 from ikev2_vpn.state.credentials import ServerCredentials
 from ikev2_vpn.state.users import nt_hash
@@ -47,76 +48,12 @@ def credentials() -> ServerCredentials:
 @pytest.fixture(scope="module")
 def plan(credentials: ServerCredentials) -> render.Plan:
     """A typical server; each test replaces what it is about."""
-    return render.Plan(
+    return make_plan(
         host=HOST,
         accounts=(account("alice", "password"), account("bob@example.com", "clientPass")),
         credentials=credentials,
-        pool_v4=ipaddress.IPv4Network("10.10.10.0/24"),
         dns=(ipaddress.ip_address("1.1.1.1"), ipaddress.ip_address("2606:4700:4700::1111")),
-        backend=USERSPACE,
-        proposals=ProposalSet.COMPATIBLE,
-        log_level=1,
         egress_interface="eth1",
-    )
-
-
-# --- reading strongswan.conf syntax back -----------------------------------------------------
-
-Section = dict[str, Any]
-# Section names: what strongSwan accepts and can look up ("." separates lookup paths).
-# Values: anything but what would end the value or open/close a section ("#" starts a comment).
-_SYNTAX = re.compile(
-    r"(?P<open>[A-Za-z0-9_-]+) \{|(?P<close>\})|(?P<key>[a-z_]+) = (?P<value>[^{}#\"\n]*)"
-)
-
-
-_INCLUDE = re.compile(r"include (?P<file>\S+)")
-
-
-def parse_conf(text: str, includes: dict[str, str] | None = None) -> Section:
-    """strongswan.conf/swanctl.conf as nested dicts; any line outside the grammar fails.
-
-    ``include FILE`` lines are replaced by the text ``includes[FILE]``, whose sections merge
-    with the including file's, as strongSwan does."""
-    root: Section = {}
-    stack = [root]
-    for number, raw in enumerate(text.split("\n"), start=1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        included = _INCLUDE.fullmatch(line)
-        if included and includes is not None:
-            merge(stack[-1], parse_conf(includes[included["file"]]))
-            continue
-        match = _SYNTAX.fullmatch(line)
-        assert match, f"line {number} is not plain key = value or section syntax: {raw!r}"
-        if match["open"]:
-            assert match["open"] not in stack[-1], f"line {number}: section repeated"
-            stack[-1][match["open"]] = section = {}
-            stack.append(section)
-        elif match["close"]:
-            stack.pop()
-            assert stack, f"line {number}: unbalanced closing brace"
-        else:
-            assert match["key"] not in stack[-1], f"line {number}: key repeated"
-            stack[-1][match["key"]] = match["value"]
-    assert len(stack) == 1, "unclosed section"
-    return root
-
-
-def merge(into: Section, extra: Section) -> None:
-    for key, value in extra.items():
-        if key in into:
-            assert isinstance(value, dict) and isinstance(into[key], dict), f"{key} repeated"
-            merge(into[key], value)
-        else:
-            into[key] = value
-
-
-def swanctl(plan: render.Plan) -> Section:
-    """What swanctl reads: swanctl.conf with the users' file it includes."""
-    return parse_conf(
-        render.swanctl_conf(plan), {render.USERS_FILE: render.users_conf(plan.users())}
     )
 
 
@@ -454,20 +391,6 @@ def test_modern_still_accepts_clients_with_strong_suites(client: Client) -> None
 
 
 # --- VICI and swanctl.conf carry the same configuration -------------------------------------
-
-
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
-def as_conf_value(value: str | list[str]) -> str:
-    return ", ".join(value) if isinstance(value, list) else value
 
 
 @pytest.mark.parametrize(

@@ -15,16 +15,17 @@ from typing import Any
 import certfactory
 import pytest
 from certfactory import NOW, Chain
+from planfactory import make_plan
 from pydantic import SecretStr
 from vici.exception import CommandException
 
 from ikev2_vpn import defaults, render
-from ikev2_vpn.apply.backend import BackendChoice
 from ikev2_vpn.errors import ConfigError
+from ikev2_vpn.probe.backend import BackendChoice
 from ikev2_vpn.run import renewal, vici_session
 from ikev2_vpn.run.renewal import Renewer, retry_delay
 from ikev2_vpn.run.vici_session import ViciError
-from ikev2_vpn.settings import Account, Backend, KeyType, ProposalSet
+from ikev2_vpn.settings import Account, Backend, KeyType
 from ikev2_vpn.state import acme
 from ikev2_vpn.state.credentials import ServerCredentials
 
@@ -130,16 +131,12 @@ def new_chain() -> Chain:
 
 @pytest.fixture(scope="module")
 def plan(old_chain: Chain) -> render.Plan:
-    return render.Plan(
+    return make_plan(
         host=HOST,
         accounts=(Account(name="alice", password=SecretStr("pw"), source="VPN_USERS"),),
         credentials=credentials_from(old_chain),
-        pool_v4=ipaddress.IPv4Network("10.10.10.0/24"),
         dns=(ipaddress.ip_address("1.1.1.1"),),
         backend=BackendChoice(Backend.KERNEL, "the kernel accepted a test ESP state", True),
-        proposals=ProposalSet.COMPATIBLE,
-        log_level=1,
-        egress_interface="eth0",
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -19,7 +18,6 @@ from ikev2_vpn.settings import (
     ProposalSet,
     Settings,
     describe,
-    load_settings,
     unknown_variables,
 )
 
@@ -31,24 +29,8 @@ SECRET = "Zq7-secret-Xy9"
 OTHER_SECRET = "Wv4-hidden-Kt2"
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Start every test from an environment without any VPN_* or ACME_* variable."""
-    for name in list(os.environ):
-        if name.upper().startswith(("VPN_", "ACME_")):
-            monkeypatch.delenv(name)
-
-
-@pytest.fixture
-def load(monkeypatch: pytest.MonkeyPatch) -> Load:
-    """Set the given variables and validate the environment."""
-
-    def _load(**env: str) -> Settings:
-        for name, value in env.items():
-            monkeypatch.setenv(name, value)
-        return load_settings()
-
-    return _load
+# Every test starts from an environment without any VPN_* or ACME_* variable.
+pytestmark = pytest.mark.usefixtures("clean_environment")
 
 
 @pytest.fixture

@@ -1,8 +1,9 @@
 """Client profiles: one file per platform and user, so onboarding is one file or one scan.
 
 Pure functions from :class:`ProfileInput` to file contents (no I/O), one module per
-platform; ``writer`` puts them under ``/data/clients/<user>/``. Every profile carries only
-strong proposals that the server accepts (from :func:`ikev2_vpn.render.proposals` with
+platform (the render step); :mod:`ikev2_vpn.apply.profile_writer` writes them under
+``/data/clients/<user>/`` and :mod:`ikev2_vpn.run.share` serves them. Every profile carries
+only strong proposals that the server accepts (from :func:`ikev2_vpn.render.proposals` with
 ``ProposalSet.MODERN``), so a profile keeps working when the operator switches to
 ``VPN_PROPOSALS=modern``.
 """

@@ -30,9 +30,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from .. import health
-from ..apply.httpd import DualStackServer, QuietHandler
-from . import vici_session
+from ..httpd import DualStackServer, QuietHandler
+from . import health, vici_session
 from .vici_session import text
 
 log = logging.getLogger(__name__)

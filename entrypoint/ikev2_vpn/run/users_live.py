@@ -33,7 +33,7 @@ from vici.exception import CommandException, SessionException
 
 from .. import defaults, render
 from ..apply.files import write_users_configuration
-from ..profiles.writer import profile_for, remove_profiles, write_profiles
+from ..apply.profile_writer import profile_for, remove_profiles, write_profiles
 from ..settings import Account, Settings, check_username
 from ..state.files import atomic_write
 from ..state.users import (

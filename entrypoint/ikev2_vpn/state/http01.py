@@ -12,8 +12,8 @@ import threading
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
 
-from ..apply.httpd import DualStackServer, QuietHandler
 from ..errors import ConfigError
+from ..httpd import DualStackServer, QuietHandler
 
 log = logging.getLogger(__name__)
 

@@ -29,9 +29,9 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from qrcode.image.pure import PyPNGImage
 
 from .. import defaults
-from ..apply.httpd import DualStackServer, QuietHandler
 from ..errors import SystemSetupError
-from . import ProfileInput, android, apple
+from ..httpd import DualStackServer, QuietHandler
+from ..profiles import ProfileInput, android, apple
 
 DEFAULT_LIFETIME_S: Final = 600.0
 HTTP_PORT: Final = defaults.ACME_HTTP_PORT  # published by compose.yaml for ACME HTTP-01

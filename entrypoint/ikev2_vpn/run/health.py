@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vici.exception import CommandException, SessionException
 
-from .defaults import (
+from ..defaults import (
     CERT_WARN_FRACTION,
     CERT_WARN_MAX_S,
     CONNECTION_NAME,
@@ -24,7 +24,7 @@ from .defaults import (
     NATT_PORT,
     POOL_V4_NAME,
 )
-from .run.vici_session import connect
+from .vici_session import connect
 
 # Same path as apply.files.CERTIFICATE_STATUS (not imported: that pulls in cryptography).
 CERTIFICATE_STATUS = Path("/run/ikev2-vpn/certificate.json")
@@ -115,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     and with ACME_FALLBACK=none it would stop a server whose certificate is still valid."""
     args = list(sys.argv[1:] if argv is None else argv)
     if args not in ([], ["--alive"]):
-        print("usage: python3 -m ikev2_vpn.health [--alive]")
+        print("usage: python3 -m ikev2_vpn.run.health [--alive]")
         return 2
     alive_only = args == ["--alive"]
     problem = check(certificate=not alive_only)

@@ -23,13 +23,14 @@ from typing import Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
+from pydantic import SecretStr
 
 from .. import defaults
+from ..profiles import ProfileInput, android, apple, linux, windows
+from ..profiles.templating import render_profile
 from ..render import Plan
 from ..settings import Account, ProfilePasswords, Settings, check_username
 from ..state.files import atomic_write, ensure_dir, remove_stale_temporaries
-from . import ProfileInput, android, apple, linux, windows
-from .templating import render_profile
 
 README_NAME: Final = "README.txt"
 CA_NAME: Final = defaults.CA_CERT_NAME
@@ -59,10 +60,18 @@ def user_dir(user: str, data_dir: Path) -> Path:
     return clients_dir(data_dir) / user
 
 
-def profile_input(settings: Settings, plan: Plan, account: Account) -> ProfileInput:
-    """What ``account``'s profiles depend on, from the settings and the server's plan."""
-    return profile_for(
-        settings, account, host=plan.host, ca=plan.credentials.ca, esp_gcm=plan.backend.esp_gcm
+def profile_input(plan: Plan, account: Account) -> ProfileInput:
+    """What ``account``'s profiles depend on, all of it in the server's plan (at start)."""
+    return ProfileInput(
+        host=plan.host,
+        user=account.name,
+        password=_password(account, plan.profile_passwords),
+        ca=plan.credentials.ca,
+        esp_gcm=plan.backend.esp_gcm,
+        dns=plan.dns,
+        pool_v4=plan.pool_v4,
+        always_on=plan.profile_always_on,
+        ipv6=plan.pool_v6 is not None,
     )
 
 
@@ -74,12 +83,12 @@ def profile_for(
     ca: x509.Certificate | None,
     esp_gcm: bool,
 ) -> ProfileInput:
-    """The same from the server's facts (what a running server knows, without a Plan)."""
-    include = settings.profile_passwords is ProfilePasswords.INCLUDE
+    """The same from the settings and the facts the start left (``ikev2-vpn users`` and
+    ``share`` run in their own process, without a Plan)."""
     return ProfileInput(
         host=host,
         user=account.name,
-        password=account.password if include else None,
+        password=_password(account, settings.profile_passwords),
         ca=ca,
         esp_gcm=esp_gcm,
         dns=settings.dns,
@@ -87,6 +96,10 @@ def profile_for(
         always_on=settings.profile_always_on,
         ipv6=settings.pool_v6 is not None,
     )
+
+
+def _password(account: Account, passwords: ProfilePasswords) -> SecretStr | None:
+    return account.password if passwords is ProfilePasswords.INCLUDE else None
 
 
 # --- rendering (pure) ---------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""The small HTTP servers the container runs on its TCP port 80 for a while: the ACME HTTP-01
-responder and profile sharing. One listening socket for IPv4 and IPv6 where the kernel has
-IPv6, IPv4 only where it does not."""
+"""The small HTTP servers the container runs: on its TCP port 80 for a while, the ACME HTTP-01
+responder (state) and profile sharing (run); the metrics endpoint (run). Shared by several
+pipeline steps, so it belongs to none of them. One listening socket for IPv4 and IPv6 where
+the kernel has IPv6, IPv4 only where it does not."""
 
 from __future__ import annotations
 

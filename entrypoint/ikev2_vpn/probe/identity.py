@@ -7,9 +7,9 @@ import logging
 import urllib.request
 from dataclasses import dataclass
 
-from . import defaults
-from .apply.network import Egress
-from .settings import Settings
+from .. import defaults
+from ..settings import Settings
+from .network import Egress
 
 log = logging.getLogger(__name__)
 
