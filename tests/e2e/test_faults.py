@@ -202,7 +202,12 @@ def test_many_connect_disconnect_cycles_leave_nothing_behind(lab: Lab) -> None:
     t0 = time.monotonic()
     done = sum(cycle_all(per_client))
     seconds = time.monotonic() - t0
-    after = wait_until(lambda: (state := serverstate.snapshot(server.container)).idle and state, 10)
+
+    def idle_state() -> serverstate.Snapshot | None:
+        state = serverstate.snapshot(server.container)
+        return state if state.idle else None
+
+    after = wait_until(idle_state, 10)
     rss_after = serverstate.charon_rss_kib(server.container)
     print(
         f"\nsoak: {done} cycles over {len(clients)} clients in {seconds:.1f} s "

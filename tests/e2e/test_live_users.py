@@ -132,7 +132,8 @@ def test_new_password_ends_the_session_and_only_it_works(lab: Lab, server: Serve
 
 
 def test_environment_users_stay_the_environments(server: Server) -> None:
-    for args in (("remove", "alice"), ("passwd", "alice")):
+    cases: tuple[tuple[str, str], ...] = (("remove", "alice"), ("passwd", "alice"))
+    for args in cases:
         result = users(server, *args, password="x" if args[0] == "passwd" else None)
         assert result.exit_code == 2
         assert result.stderr.strip().splitlines() == [

@@ -64,7 +64,10 @@ def remote_address(files: dict[str, bytes]) -> dict[str, str]:
     script = files["windows.ps1"].decode("utf-8-sig")
     swanctl = next(name for name in files if name.endswith(linux.SWANCTL_SUFFIX))
     conf = parse_settings(files[swanctl].decode())
-    (connection,) = conf["connections"].values()
+    connections = conf["connections"]
+    assert isinstance(connections, dict)
+    (connection,) = connections.values()
+    assert isinstance(connection, dict) and isinstance(connection["remote_addrs"], str)
     keyfile = next(name for name in files if name.endswith(linux.NMCONNECTION_SUFFIX))
     return {
         "apple": vpn["IKEv2"]["RemoteAddress"],

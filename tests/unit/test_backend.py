@@ -123,7 +123,7 @@ class FakeIp:
 @pytest.fixture
 def fake_ip(monkeypatch: pytest.MonkeyPatch) -> FakeIp:
     fake = FakeIp()
-    monkeypatch.setattr(backend.subprocess, "run", fake)
+    monkeypatch.setattr(subprocess, "run", fake)
     return fake
 
 

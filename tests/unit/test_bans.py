@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from ikev2_vpn.run import bans
-from ikev2_vpn.run.bans import BanBook, BanGuard, FailedLogin, LoginWatch
+from ikev2_vpn.run.bans import BanBook, BanGuard, FailedLogin, LoginWatch, RadiusSilence
 
 ATTACKER = "203.0.113.7"
 COLLEAGUE = "198.51.100.20"
@@ -34,7 +34,7 @@ def attempt(sa: int, address: str, user: str | None, *, fail: bool = True) -> li
     ]
 
 
-def failures(events: list[dict[str, Any]]) -> list[FailedLogin]:
+def failures(events: list[dict[str, Any]]) -> list[FailedLogin | RadiusSilence]:
     watch = LoginWatch()
     return [found for event in events if (found := watch.feed(event)) is not None]
 

@@ -107,7 +107,7 @@ def test_every_docs_page_is_linked_from_the_readme() -> None:
 
 @pytest.mark.parametrize("page", [README, DOCS / "settings.md"], ids=lambda page: page.name)
 def test_every_setting_has_a_row_in_the_settings_table(page: Path) -> None:
-    listed = set()
+    listed: set[str] = set()
     for names in _TABLE_NAMES.findall(page.read_text(encoding="utf-8")):
         listed.update(name.strip("`") for name in names.split(", "))
     assert sorted(known_variables() - listed) == []

@@ -368,7 +368,7 @@ def ip_v6(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[str]:
             return subprocess.CompletedProcess(args, 0, "", "")
         return subprocess.CompletedProcess(args, 0, answers[tuple(args)], "")
 
-    monkeypatch.setattr(network.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
     return batches
 
 

@@ -116,7 +116,7 @@ class FakeContainer:
 
 def test_fetch_copies_from_data_clients(tmp_path: Path) -> None:
     container = FakeContainer({"/data/clients/alice": tar(ALICE)})
-    files = fetch_profiles(container, "alice", tmp_path)  # type: ignore[arg-type]
+    files = fetch_profiles(container, "alice", tmp_path)
     assert container.asked == ["/data/clients/alice"]
     assert len(files) == 3
 
@@ -125,15 +125,15 @@ def test_fetch_for_an_unknown_user_names_the_known_ones(tmp_path: Path) -> None:
     clients = tar([("clients", None, 0o700), *[("clients/" + n, d, m) for n, d, m in ALICE]])
     container = FakeContainer({"/data/clients": clients})
     with pytest.raises(HelperError, match="no profiles for user 'bob'; it has profiles for: alice"):
-        fetch_profiles(container, "bob", tmp_path)  # type: ignore[arg-type]
+        fetch_profiles(container, "bob", tmp_path)
     with pytest.raises(HelperError, match="has no client profiles"):
-        fetch_profiles(FakeContainer({}), "bob", tmp_path)  # type: ignore[arg-type]
+        fetch_profiles(FakeContainer({}), "bob", tmp_path)
 
 
 def test_fetch_refuses_names_that_are_not_user_names(tmp_path: Path) -> None:
     container = FakeContainer({})
     with pytest.raises(HelperError, match="not allowed"):
-        fetch_profiles(container, "../pki", tmp_path)  # type: ignore[arg-type]
+        fetch_profiles(container, "../pki", tmp_path)
     assert container.asked == []
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper import topology
 from ikev2_vpn_helper.hostnet import Address, Resolver, host_peers
 from ikev2_vpn_helper.topology import (
@@ -77,5 +78,5 @@ def test_a_slot_holding_the_package_mirror_is_never_chosen(tmp_path: Path) -> No
 def test_the_host_is_not_read_when_the_engine_runs_elsewhere(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(topology.eng, "engine_is_local", lambda: False)
+    monkeypatch.setattr(eng, "engine_is_local", lambda: False)
     assert topology.host_avoided() == []

@@ -39,7 +39,9 @@ def answers(
     return urlopen
 
 
-def resolve(monkeypatch: pytest.MonkeyPatch, replies: dict[str, str | Exception], **env: str):
+def resolve(
+    monkeypatch: pytest.MonkeyPatch, replies: dict[str, str | Exception], **env: str
+) -> tuple[identity.ServerIdentity, list[tuple[str, float]]]:
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     asked: list[tuple[str, float]] = []

@@ -452,7 +452,8 @@ def test_the_network_policy_lets_anyone_reach_the_vpn_and_only_prometheus_the_me
         port["name"]: port["protocol"]
         for port in pod(rendered["metrics"])["containers"][0]["ports"]
     }
-    open_to_all, restricted = set(), set()
+    open_to_all: set[tuple[Any, Any]] = set()
+    restricted: set[tuple[Any, Any]] = set()
     for rule in policy["ingress"]:
         named = {(port["port"], port["protocol"]) for port in rule["ports"]}
         assert named <= container_ports.items(), "a policy port the pod does not have"

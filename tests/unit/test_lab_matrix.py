@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from ikev2_vpn_helper.errors import HelperError
 from ikev2_vpn_lab import matrix
 from ikev2_vpn_lab.matrix import Outcome
 
@@ -72,7 +73,7 @@ def test_replacing_the_table_keeps_the_rest_of_the_readme() -> None:
     assert updated.endswith(f"{matrix.END}\n\nAfter.\n")
     assert matrix.readme_table(updated) == table
     assert matrix.replace_table(updated, table) == updated
-    with pytest.raises(matrix.HelperError, match="compat-matrix"):
+    with pytest.raises(HelperError, match="compat-matrix"):
         matrix.readme_table("# no markers\n")
 
 

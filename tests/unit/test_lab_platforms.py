@@ -18,7 +18,7 @@ _QUOTED_PROPOSAL = re.compile(r"`([a-z0-9]+(?:-[a-z0-9]+)+)`")
 
 
 def test_keys_are_unique() -> None:
-    keys = [entry.key for entry in (*PLATFORMS, *GENERATED_PROFILES)]
+    keys = [entry.key for entry in PLATFORMS] + [entry.key for entry in GENERATED_PROFILES]
     assert len(keys) == len(set(keys))
 
 

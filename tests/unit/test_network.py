@@ -54,7 +54,7 @@ def ip_outputs(monkeypatch: pytest.MonkeyPatch) -> Callable[[list[Any], list[Any
             assert kwargs.get("check") is True
             return subprocess.CompletedProcess(args, 0, answers[tuple(args)], "")
 
-        monkeypatch.setattr(network.subprocess, "run", run)
+        monkeypatch.setattr(subprocess, "run", run)
 
     return _set
 
@@ -237,7 +237,7 @@ def nft(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
         calls.append({"args": list(args), **kwargs})
         return subprocess.CompletedProcess(args, 0, "", "")
 
-    monkeypatch.setattr(network.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
     return calls
 
 
@@ -256,7 +256,7 @@ def test_refused_firewall_is_one_line_with_nfts_reason(monkeypatch: pytest.Monke
         )
         return subprocess.CompletedProcess(args, 1, "", stderr)
 
-    monkeypatch.setattr(network.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
     with pytest.raises(SystemSetupError) as caught:
         network.apply_firewall("table inet ikev2_vpn\n")
     assert str(caught.value) == (

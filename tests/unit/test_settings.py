@@ -524,7 +524,7 @@ CHOICES = [
 
 @pytest.mark.parametrize(("variable", "field", "choices"), CHOICES)
 def test_choices_are_case_insensitive(
-    load: Load, monkeypatch: pytest.MonkeyPatch, variable: str, field: str, choices: type
+    load: Load, monkeypatch: pytest.MonkeyPatch, variable: str, field: str, choices: type[StrEnum]
 ) -> None:
     monkeypatch.setenv("VPN_HOST", "vpn.example.com")  # VPN_CERT=letsencrypt needs a name
     for choice in choices:
@@ -535,7 +535,7 @@ def test_choices_are_case_insensitive(
 
 @pytest.mark.parametrize(("variable", "field", "choices"), CHOICES)
 def test_unknown_choice_lists_the_valid_ones(
-    reject: Reject, variable: str, field: str, choices: type
+    reject: Reject, variable: str, field: str, choices: type[StrEnum]
 ) -> None:
     error = reject(variable, **{variable: "fastest"})
     assert "'fastest'" in error.problem
