@@ -222,8 +222,8 @@ _WINDOWS_CIPHER: Final = {  # EncryptionMethod (IKE) and CipherTransformConstant
     "None": "null",
 }
 _WINDOWS_INTEGRITY: Final = {"MD5": "md5", "SHA1": "sha1", "SHA256": "sha256", "SHA384": "sha384"}
-_WINDOWS_ESP_AUTH: Final = {"MD596": "md5", "SHA196": "sha1", "SHA256128": "sha256", "None": ""}
-_WINDOWS_DH: Final = {
+WINDOWS_ESP_AUTH: Final = {"MD596": "md5", "SHA196": "sha1", "SHA256128": "sha256", "None": ""}
+WINDOWS_DH: Final = {
     "Group1": "modp768",
     "Group2": "modp1024",
     "Group14": "modp2048",
@@ -231,7 +231,7 @@ _WINDOWS_DH: Final = {
     "ECP384": "ecp384",
     "Group24": "modp2048s256",
 }
-_WINDOWS_PFS: Final = {
+WINDOWS_PFS: Final = {
     "None": "",
     "PFS1": "modp768",
     "PFS2": "modp1024",
@@ -292,7 +292,7 @@ def windows_proposals(arguments: Mapping[str, str]) -> tuple[str, str]:
         raise ProfileFormatError(f"Set-VpnConnectionIPsecConfiguration lacks -{missing[0]}")
     ike_cipher = _lookup(_WINDOWS_CIPHER, arguments["EncryptionMethod"], "EncryptionMethod")
     integrity = _lookup(_WINDOWS_INTEGRITY, arguments["IntegrityCheckMethod"], "IntegrityCheck")
-    dh = _lookup(_WINDOWS_DH, arguments["DHGroup"], "DHGroup")
+    dh = _lookup(WINDOWS_DH, arguments["DHGroup"], "DHGroup")
     if ike_cipher == "null":
         raise ProfileFormatError("EncryptionMethod None is not a value Windows accepts")
     # With GCM for IKE, the integrity method is only the PRF.
@@ -308,9 +308,9 @@ def windows_proposals(arguments: Mapping[str, str]) -> tuple[str, str]:
             )
         esp_integrity = ""
     else:
-        esp_integrity = _lookup(_WINDOWS_ESP_AUTH, auth, "AuthenticationTransformConstants")
+        esp_integrity = _lookup(WINDOWS_ESP_AUTH, auth, "AuthenticationTransformConstants")
     pfs_name = arguments["PfsGroup"]
-    pfs = dh if pfs_name == "PFSMM" else _lookup(_WINDOWS_PFS, pfs_name, "PfsGroup")
+    pfs = dh if pfs_name == "PFSMM" else _lookup(WINDOWS_PFS, pfs_name, "PfsGroup")
     esp = "-".join(part for part in (esp_cipher, esp_integrity, pfs) if part)
     return ike, esp
 

@@ -13,14 +13,14 @@ from collections.abc import Mapping
 from typing import TypeVar
 
 from ikev2_vpn.profiles.proposals import (
-    _APPLE_CIPHER,
-    _APPLE_HASH,
-    _WINDOWS_DH,
-    _WINDOWS_ESP_AUTH,
-    _WINDOWS_ESP_CIPHER,
-    _WINDOWS_IKE_CIPHER,
-    _WINDOWS_IKE_HASH,
-    _WINDOWS_PFS,
+    APPLE_CIPHER,
+    APPLE_HASH,
+    WINDOWS_DH,
+    WINDOWS_ESP_AUTH,
+    WINDOWS_ESP_CIPHER,
+    WINDOWS_IKE_CIPHER,
+    WINDOWS_IKE_HASH,
+    WINDOWS_PFS,
     EspSuite,
     Group,
     IkeSuite,
@@ -34,15 +34,15 @@ def suites_from_apple(ike: Mapping[str, object], child: Mapping[str, object]) ->
 
     Raises KeyError or ValueError for values the server never writes.
     """
-    ike_cipher = _reverse(_APPLE_CIPHER, ike["EncryptionAlgorithm"])
-    child_cipher = _reverse(_APPLE_CIPHER, child["EncryptionAlgorithm"])
+    ike_cipher = _reverse(APPLE_CIPHER, ike["EncryptionAlgorithm"])
+    child_cipher = _reverse(APPLE_CIPHER, child["EncryptionAlgorithm"])
     child_integrity = None
     if not child_cipher.aead:
-        child_integrity = _reverse(_APPLE_HASH, child["IntegrityAlgorithm"])
+        child_integrity = _reverse(APPLE_HASH, child["IntegrityAlgorithm"])
     return Suites(
         IkeSuite(
             ike_cipher,
-            _reverse(_APPLE_HASH, ike["IntegrityAlgorithm"]),
+            _reverse(APPLE_HASH, ike["IntegrityAlgorithm"]),
             Group(ike["DiffieHellmanGroup"]),
         ),
         EspSuite(child_cipher, child_integrity, Group(child["DiffieHellmanGroup"])),
@@ -55,18 +55,18 @@ def suites_from_windows(parameters: Mapping[str, str]) -> Suites:
 
     Raises KeyError or ValueError for values the server never writes.
     """
-    esp_cipher = _reverse(_WINDOWS_ESP_CIPHER, parameters["CipherTransformConstants"])
+    esp_cipher = _reverse(WINDOWS_ESP_CIPHER, parameters["CipherTransformConstants"])
     auth = parameters["AuthenticationTransformConstants"]
-    if esp_cipher.aead and auth != _WINDOWS_ESP_CIPHER[esp_cipher]:
+    if esp_cipher.aead and auth != WINDOWS_ESP_CIPHER[esp_cipher]:
         raise ValueError(f"AuthenticationTransformConstants {auth!r} does not match the cipher")
-    integrity = None if esp_cipher.aead else _reverse(_WINDOWS_ESP_AUTH, auth)
+    integrity = None if esp_cipher.aead else _reverse(WINDOWS_ESP_AUTH, auth)
     return Suites(
         IkeSuite(
-            _reverse(_WINDOWS_IKE_CIPHER, parameters["EncryptionMethod"]),
-            _reverse(_WINDOWS_IKE_HASH, parameters["IntegrityCheckMethod"]),
-            _reverse(_WINDOWS_DH, parameters["DHGroup"]),
+            _reverse(WINDOWS_IKE_CIPHER, parameters["EncryptionMethod"]),
+            _reverse(WINDOWS_IKE_HASH, parameters["IntegrityCheckMethod"]),
+            _reverse(WINDOWS_DH, parameters["DHGroup"]),
         ),
-        EspSuite(esp_cipher, integrity, _reverse(_WINDOWS_PFS, parameters["PfsGroup"])),
+        EspSuite(esp_cipher, integrity, _reverse(WINDOWS_PFS, parameters["PfsGroup"])),
     )
 
 

@@ -118,18 +118,18 @@ _STRONGSWAN_GROUP: Final[Mapping[Group, str]] = {Group.ECP384: "ecp384"}
 # --- Apple (IKESecurityAssociationParameters, ChildSecurityAssociationParameters) -------
 # Apple's maximum and default; the same for IKE and Child SAs (see the module docstring).
 APPLE_LIFETIME_MINUTES: Final = 1440
-_APPLE_CIPHER: Final[Mapping[Cipher, str]] = {
+APPLE_CIPHER: Final[Mapping[Cipher, str]] = {
     Cipher.AES256_GCM16: "AES-256-GCM",
     Cipher.AES256_CBC: "AES-256",
 }
-_APPLE_HASH: Final[Mapping[Hash, str]] = {Hash.SHA256: "SHA2-256", Hash.SHA384: "SHA2-384"}
+APPLE_HASH: Final[Mapping[Hash, str]] = {Hash.SHA256: "SHA2-256", Hash.SHA384: "SHA2-384"}
 
 
 def apple_ike(suites: Suites) -> dict[str, str | int]:
     """IKESecurityAssociationParameters. With AEAD, Apple takes the PRF from IntegrityAlgorithm."""
     return {
-        "EncryptionAlgorithm": _APPLE_CIPHER[suites.ike.cipher],
-        "IntegrityAlgorithm": _APPLE_HASH[suites.ike.prf],
+        "EncryptionAlgorithm": APPLE_CIPHER[suites.ike.cipher],
+        "IntegrityAlgorithm": APPLE_HASH[suites.ike.prf],
         "DiffieHellmanGroup": suites.ike.group.value,
         "LifeTimeInMinutes": APPLE_LIFETIME_MINUTES,
     }
@@ -137,9 +137,9 @@ def apple_ike(suites: Suites) -> dict[str, str | int]:
 
 def apple_child(suites: Suites) -> dict[str, str | int]:
     """ChildSecurityAssociationParameters. No IntegrityAlgorithm with AEAD: ESP has none then."""
-    params: dict[str, str | int] = {"EncryptionAlgorithm": _APPLE_CIPHER[suites.esp.cipher]}
+    params: dict[str, str | int] = {"EncryptionAlgorithm": APPLE_CIPHER[suites.esp.cipher]}
     if suites.esp.integrity is not None:
-        params["IntegrityAlgorithm"] = _APPLE_HASH[suites.esp.integrity]
+        params["IntegrityAlgorithm"] = APPLE_HASH[suites.esp.integrity]
     params["DiffieHellmanGroup"] = suites.esp.pfs_group.value
     params["LifeTimeInMinutes"] = APPLE_LIFETIME_MINUTES
     return params
@@ -169,33 +169,33 @@ class WindowsIPsec:
         }
 
 
-_WINDOWS_IKE_CIPHER: Final[Mapping[Cipher, str]] = {
+WINDOWS_IKE_CIPHER: Final[Mapping[Cipher, str]] = {
     Cipher.AES256_CBC: "AES256",
     Cipher.AES256_GCM16: "GCMAES256",
 }
-_WINDOWS_IKE_HASH: Final[Mapping[Hash, str]] = {Hash.SHA256: "SHA256", Hash.SHA384: "SHA384"}
-_WINDOWS_DH: Final[Mapping[Group, str]] = {Group.ECP384: "ECP384"}
-_WINDOWS_PFS: Final[Mapping[Group, str]] = {Group.ECP384: "ECP384"}
-_WINDOWS_ESP_CIPHER: Final[Mapping[Cipher, str]] = {
+WINDOWS_IKE_HASH: Final[Mapping[Hash, str]] = {Hash.SHA256: "SHA256", Hash.SHA384: "SHA384"}
+WINDOWS_DH: Final[Mapping[Group, str]] = {Group.ECP384: "ECP384"}
+WINDOWS_PFS: Final[Mapping[Group, str]] = {Group.ECP384: "ECP384"}
+WINDOWS_ESP_CIPHER: Final[Mapping[Cipher, str]] = {
     Cipher.AES256_CBC: "AES256",
     Cipher.AES256_GCM16: "GCMAES256",
 }
 # AuthenticationTransformConstants has no SHA-384 value (MD596, SHA196, SHA256128, GCM*).
-_WINDOWS_ESP_AUTH: Final[Mapping[Hash, str]] = {Hash.SHA256: "SHA256128"}
+WINDOWS_ESP_AUTH: Final[Mapping[Hash, str]] = {Hash.SHA256: "SHA256128"}
 
 
 def windows_ipsec(esp_gcm: bool) -> WindowsIPsec:
     suites = windows_suites(esp_gcm)
     esp_auth = (
-        _WINDOWS_ESP_CIPHER[suites.esp.cipher]
+        WINDOWS_ESP_CIPHER[suites.esp.cipher]
         if suites.esp.integrity is None
-        else _WINDOWS_ESP_AUTH[suites.esp.integrity]
+        else WINDOWS_ESP_AUTH[suites.esp.integrity]
     )
     return WindowsIPsec(
         authentication_transform_constants=esp_auth,
-        cipher_transform_constants=_WINDOWS_ESP_CIPHER[suites.esp.cipher],
-        encryption_method=_WINDOWS_IKE_CIPHER[suites.ike.cipher],
-        integrity_check_method=_WINDOWS_IKE_HASH[suites.ike.prf],
-        dh_group=_WINDOWS_DH[suites.ike.group],
-        pfs_group=_WINDOWS_PFS[suites.esp.pfs_group],
+        cipher_transform_constants=WINDOWS_ESP_CIPHER[suites.esp.cipher],
+        encryption_method=WINDOWS_IKE_CIPHER[suites.ike.cipher],
+        integrity_check_method=WINDOWS_IKE_HASH[suites.ike.prf],
+        dh_group=WINDOWS_DH[suites.ike.group],
+        pfs_group=WINDOWS_PFS[suites.esp.pfs_group],
     )
