@@ -46,6 +46,7 @@ WAN_HALF, EGRESS_HALF = BENCHMARK_RANGE.subnets(prefixlen_diff=1)
 WAN_SPACES = (WAN_HALF, EGRESS_HALF)
 EGRESS_SPACES = (EGRESS_HALF, WAN_HALF)
 SLOT_PREFIX = 26
+ATTEMPTS = 32  # slots tried when other runs take them between listing and creating
 IPV6_DOC = ipaddress.IPv6Network("2001:db8::/32")
 SLOT_PREFIX_V6 = 64
 LABEL_TOPOLOGY = "ikev2-vpn.topology"
@@ -258,21 +259,26 @@ def _ensure_network(
     except NotFound:
         pass
     labels = {**eng.labels(run_id, role), LABEL_TOPOLOGY: topology}
-    # Another run may take the same slot between listing and creating: try the next one.
-    for _attempt in range(8):
-        slot = next(free_subnets(spaces, [*engine_subnets(engine), *_v4(avoid)]), None)
+    # Other runs on the same engine may take a slot between listing and creating: a slot
+    # refused as overlapping is not tried again, and the engine's networks are listed anew.
+    refused: list[AnyNetwork] = []
+    for _attempt in range(ATTEMPTS):
+        taken = [*engine_subnets(engine), *_v4(avoid), *_v4(refused)]
+        slot = next(free_subnets(spaces, taken), None)
         if slot is None:
             raise HelperError(
                 f"no free /{SLOT_PREFIX} left in {BENCHMARK_RANGE} for network {name}; "
                 "remove old test networks with `ikev2-vpn-helper clean --all`"
             )
         pools = [IPAMPool(subnet=str(slot))]
+        refused.append(slot)
         if ipv6:
-            taken_v6 = [*engine_subnets_v6(engine), *_v6(avoid)]
+            taken_v6 = [*engine_subnets_v6(engine), *_v6(avoid), *_v6(refused)]
             slot_v6 = next(free_subnets_v6(IPV6_DOC, taken_v6), None)
             if slot_v6 is None:
                 raise HelperError(f"no free /{SLOT_PREFIX_V6} left in {IPV6_DOC} for {name}")
             pools.append(IPAMPool(subnet=str(slot_v6)))
+            refused.append(slot_v6)
         try:
             return engine.networks.create(
                 name,
@@ -286,4 +292,6 @@ def _ensure_network(
         except APIError as error:
             if "overlap" not in str(error.explanation).lower():
                 raise HelperError(f"cannot create network {name}: {error.explanation}") from None
-    raise HelperError(f"cannot create network {name}: every free subnet was taken meanwhile")
+    raise HelperError(
+        f"cannot create network {name}: {ATTEMPTS} free subnets were taken by other runs meanwhile"
+    )

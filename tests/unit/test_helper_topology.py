@@ -6,11 +6,14 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper import topology
+from ikev2_vpn_helper.errors import HelperError
 from ikev2_vpn_helper.hostnet import Address, Resolver, host_peers
 from ikev2_vpn_helper.topology import (
     BENCHMARK_RANGE,
@@ -80,3 +83,64 @@ def test_the_host_is_not_read_when_the_engine_runs_elsewhere(
 ) -> None:
     monkeypatch.setattr(eng, "engine_is_local", lambda: False)
     assert topology.host_avoided() == []
+
+
+class RacingNetworks:
+    """An engine's networks API where another run creates a network on the slot this one
+    picked, ``lost`` times, between listing and creating."""
+
+    def __init__(self, lost: int) -> None:
+        self.lost = lost
+        self.existing: list[str] = []
+        self.asked: list[str] = []
+
+    def get(self, name: str) -> None:
+        raise topology.NotFound(name)
+
+    def list(self) -> list[SimpleNamespace]:
+        return [
+            SimpleNamespace(attrs={"IPAM": {"Config": [{"Subnet": subnet}]}})
+            for subnet in self.existing
+        ]
+
+    def create(self, name: str, **options: Any) -> str:
+        subnet = options["ipam"]["Config"][0]["Subnet"]
+        self.asked.append(subnet)
+        if self.lost:
+            self.lost -= 1
+            self.existing.append(subnet)  # the other run got there first
+            raise topology.APIError("conflict", explanation="Pool overlaps with other one")
+        return subnet
+
+
+@pytest.mark.parametrize("lost", [1, 12])
+def test_a_slot_taken_meanwhile_by_another_run_moves_on_to_a_free_one(lost: int) -> None:
+    networks = RacingNetworks(lost)
+    engine = SimpleNamespace(networks=networks)
+    created = topology._ensure_network(
+        engine,  # type: ignore[arg-type]
+        "ikev2-vpn-x-net-wan",
+        "x",
+        "wan",
+        WAN_SPACES,
+        avoid=[],
+        internal=False,
+        run_id="x",
+    )
+    assert len(networks.asked) == lost + 1 == len(set(networks.asked))
+    assert created == networks.asked[-1] not in networks.existing
+
+
+def test_slots_refused_again_and_again_end_with_a_clear_error() -> None:
+    engine = SimpleNamespace(networks=RacingNetworks(lost=topology.ATTEMPTS))
+    with pytest.raises(HelperError, match="taken by other runs meanwhile"):
+        topology._ensure_network(
+            engine,  # type: ignore[arg-type]
+            "ikev2-vpn-x-net-wan",
+            "x",
+            "wan",
+            WAN_SPACES,
+            avoid=[],
+            internal=False,
+            run_id="x",
+        )
