@@ -10,6 +10,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from docker.errors import APIError, NotFound
 
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper import topology
@@ -95,7 +96,7 @@ class RacingNetworks:
         self.asked: list[str] = []
 
     def get(self, name: str) -> None:
-        raise topology.NotFound(name)
+        raise NotFound(name)
 
     def list(self) -> list[SimpleNamespace]:
         return [
@@ -104,12 +105,12 @@ class RacingNetworks:
         ]
 
     def create(self, name: str, **options: Any) -> str:
-        subnet = options["ipam"]["Config"][0]["Subnet"]
+        subnet: str = options["ipam"]["Config"][0]["Subnet"]
         self.asked.append(subnet)
         if self.lost:
             self.lost -= 1
             self.existing.append(subnet)  # the other run got there first
-            raise topology.APIError("conflict", explanation="Pool overlaps with other one")
+            raise APIError("conflict", explanation="Pool overlaps with other one")
         return subnet
 
 
@@ -118,7 +119,7 @@ def test_a_slot_taken_meanwhile_by_another_run_moves_on_to_a_free_one(lost: int)
     networks = RacingNetworks(lost)
     engine = SimpleNamespace(networks=networks)
     created = topology._ensure_network(
-        engine,  # type: ignore[arg-type]
+        engine,
         "ikev2-vpn-x-net-wan",
         "x",
         "wan",
@@ -135,7 +136,7 @@ def test_slots_refused_again_and_again_end_with_a_clear_error() -> None:
     engine = SimpleNamespace(networks=RacingNetworks(lost=topology.ATTEMPTS))
     with pytest.raises(HelperError, match="taken by other runs meanwhile"):
         topology._ensure_network(
-            engine,  # type: ignore[arg-type]
+            engine,
             "ikev2-vpn-x-net-wan",
             "x",
             "wan",
