@@ -114,34 +114,21 @@ class RacingNetworks:
         return subnet
 
 
+def ensure_wan(networks: RacingNetworks) -> Any:
+    engine = SimpleNamespace(networks=networks)
+    return topology._ensure_network(
+        engine, "ikev2-vpn-x-net-wan", "x", "wan", WAN_SPACES, avoid=[], internal=False, run_id="x"
+    )
+
+
 @pytest.mark.parametrize("lost", [1, 12])
 def test_a_slot_taken_meanwhile_by_another_run_moves_on_to_a_free_one(lost: int) -> None:
     networks = RacingNetworks(lost)
-    engine = SimpleNamespace(networks=networks)
-    created = topology._ensure_network(
-        engine,
-        "ikev2-vpn-x-net-wan",
-        "x",
-        "wan",
-        WAN_SPACES,
-        avoid=[],
-        internal=False,
-        run_id="x",
-    )
+    created = ensure_wan(networks)
     assert len(networks.asked) == lost + 1 == len(set(networks.asked))
     assert created == networks.asked[-1] not in networks.existing
 
 
 def test_slots_refused_again_and_again_end_with_a_clear_error() -> None:
-    engine = SimpleNamespace(networks=RacingNetworks(lost=topology.ATTEMPTS))
     with pytest.raises(HelperError, match="taken by other runs meanwhile"):
-        topology._ensure_network(
-            engine,
-            "ikev2-vpn-x-net-wan",
-            "x",
-            "wan",
-            WAN_SPACES,
-            avoid=[],
-            internal=False,
-            run_id="x",
-        )
+        ensure_wan(RacingNetworks(lost=topology.ATTEMPTS))
