@@ -135,8 +135,8 @@ def resolve_accounts(declared: tuple[Account, ...], data_dir: Path) -> ResolvedA
         )
     for user in unusable_users(store):
         log.warning(
-            "user %r in %s is skipped: %s; give it a new one with `ikev2-vpn users passwd %s` "
-            "or remove it with `ikev2-vpn users remove %s`",
+            "user %r in %s is skipped: %s; give it a new password with "
+            "`ikev2-vpn users passwd %s` or remove it with `ikev2-vpn users remove %s`",
             user.name,
             data_dir / STORE_NAME,
             user.problem,
