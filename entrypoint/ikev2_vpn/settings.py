@@ -769,6 +769,8 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
 def _to_config_error(error: Mapping[str, Any]) -> ConfigError:
     field = str(error["loc"][0]) if error["loc"] else ""
     setting = env_name(field) if field else "settings"
+    if field in FileVariantSource.FIELDS and os.environ.get(setting + "_FILE"):
+        setting += "_FILE"  # the value came from that file: the operator set this one
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "value_error" and "; " in message:
         problem, fix = message.split("; ", 1)

@@ -149,14 +149,14 @@ def test_file_passwords_are_refused_with_one_line(
 ) -> None:
     raw = _with_bytes(password)
     line = environment(VPN_USER="alice", VPN_PASSWORD_FILE=raw + b"\n")
-    assert line.startswith(("VPN_PASSWORD: ", "VPN_PASSWORD_FILE: ")), line
+    assert line.startswith("VPN_PASSWORD_FILE: "), line
     assert _secret_free(line, password)
     if "\n" not in password:
         line = environment(VPN_USERS_FILE=b"alice:" + raw + b"\n")
         assert line.startswith("VPN_USERS_FILE: "), line
         assert _secret_free(line, password)
     line = environment(VPN_RADIUS_SERVERS="radius.example.test", VPN_RADIUS_SECRET_FILE=raw + b"\n")
-    assert line.startswith(("VPN_RADIUS_SECRET", "VPN_RADIUS_SECRET_FILE")), line
+    assert line.startswith("VPN_RADIUS_SECRET_FILE: "), line
     assert _secret_free(line, password)
 
 
@@ -343,6 +343,9 @@ SECRETS = {
 
 @pytest.fixture
 def secret_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):  # through monkeypatch: restored after the test
+        if name.startswith(("VPN_", "ACME_")):
+            monkeypatch.delenv(name)
     for name, value in SECRETS.items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("PATH", os.environ.get("PATH", "/usr/bin:/bin"))

@@ -243,7 +243,9 @@ def test_password_file_with_a_control_character_is_refused(
     reject: Reject, write_file: Callable[[str, str], str], content: str
 ) -> None:
     """A second line break, a tab, a form feed: no profile can carry them (issue 13)."""
-    error = reject("VPN_PASSWORD", VPN_USER="alice", VPN_PASSWORD_FILE=write_file("pw", content))
+    error = reject(
+        "VPN_PASSWORD_FILE", VPN_USER="alice", VPN_PASSWORD_FILE=write_file("pw", content)
+    )
     assert "control character" in error.problem
     assert content.strip() not in str(error)
 
