@@ -11,6 +11,7 @@ import difflib
 import ipaddress
 import os
 import re
+import unicodedata
 from collections.abc import Iterable, Mapping
 from enum import StrEnum
 from pathlib import Path
@@ -113,11 +114,43 @@ def check_username(name: str) -> str:
     return ""
 
 
+PASSWORD_FIX = "choose a password of printable characters"  # noqa: S105 (advice, not a password)
+
+
+def check_password(password: str) -> str:
+    """Return the problem with a password, or an empty string when it is fine. Never
+    quotes the password.
+
+    What every client profile and charon can carry: no control character (the Apple
+    profile's XML cannot hold most, and turns CR into LF), no lone surrogate (what
+    ``os.environ`` makes of bytes that are not UTF-8; no NT hash can be computed from it),
+    and neither U+FFFE nor U+FFFF (not XML characters either).
+    """
+    if not password:
+        return "the password is empty"
+    for char in password:
+        category = unicodedata.category(char)
+        if category == "Cs":
+            return "the password holds bytes that are not UTF-8 text"
+        if category == "Cc":
+            return (
+                f"the password holds the control character U+{ord(char):04X}, which client "
+                "profiles cannot carry"
+            )
+        if char in "\ufffe\uffff":
+            return f"the password holds U+{ord(char):04X}, which client profiles cannot carry"
+    return ""
+
+
 def _account(name: str, password: str, source: str) -> Account:
     if problem := check_username(name):
         raise ValueError(f"{problem}; rename the user")
     if not password:
         raise ValueError(f"user {name!r} has an empty password; give every user a password")
+    if problem := check_password(password):
+        raise ValueError(
+            f"{problem.replace('the password', f'the password of {name!r}')}; {PASSWORD_FIX}"
+        )
     return Account(name=name, password=SecretStr(password), source=source)
 
 
@@ -193,7 +226,8 @@ def parse_users_file(text: str) -> tuple[Account, ...]:
     from the password, so any other character (spaces included) is part of it.
     """
     accounts = []
-    # split("\n"), not splitlines(): U+2028, form feed and the like are password characters.
+    # split("\n"), not splitlines(): U+2028 and the like are password characters (control
+    # characters, which splitlines() would also split at, are refused by check_password).
     for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.removesuffix("\r")
         if not line.strip() or line.lstrip().startswith("#"):
@@ -347,6 +381,15 @@ class Settings(BaseSettings):
     def _user(cls, value: str | None) -> str | None:
         if value is not None and (problem := check_username(value)):
             raise ValueError(f"{problem}; rename the user")
+        return value
+
+    @field_validator("password", mode="after")
+    @classmethod
+    def _password(cls, value: SecretStr | None) -> SecretStr | None:
+        # Empty is reported with its fix by _check_combinations.
+        text = value.get_secret_value() if value is not None else ""
+        if text and (problem := check_password(text)):
+            raise ValueError(f"{problem}; {PASSWORD_FIX}")
         return value
 
     @field_validator("users", mode="before")
@@ -726,6 +769,8 @@ def unknown_variables(environ: Mapping[str, str] | None = None) -> list[str]:
 def _to_config_error(error: Mapping[str, Any]) -> ConfigError:
     field = str(error["loc"][0]) if error["loc"] else ""
     setting = env_name(field) if field else "settings"
+    if field in FileVariantSource.FIELDS and os.environ.get(setting + "_FILE"):
+        setting += "_FILE"  # the value came from that file: the operator set this one
     message = str(error["msg"]).removeprefix("Value error, ")
     if error["type"] == "value_error" and "; " in message:
         problem, fix = message.split("; ", 1)
@@ -928,6 +973,31 @@ def load_settings() -> Settings:
     except ConfigError as exc:
         raise ConfigErrors([exc]) from None
     return settings
+
+
+def _read_by_settings(name: str) -> bool:
+    return name.startswith((ENV_PREFIX, ACME_PREFIX))
+
+
+def child_environment(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for charon and every other child process: this one's without the
+    variables that settings read. No child needs them, and they hold the passwords."""
+    environ = os.environ if environ is None else environ
+    return {name: value for name, value in environ.items() if not _read_by_settings(name)}
+
+
+def forget_environment() -> list[str]:
+    """Remove what settings read from this process's environment, once they are loaded, so
+    that nothing started later inherits a password; returns the names removed.
+
+    ``docker exec`` and ``docker inspect`` still show what the container was given (Docker
+    keeps it), and so does ``/proc/1/environ``, the kernel's copy of the environment this
+    process started with: that is why passwords belong in ``*_FILE`` settings.
+    """
+    names = sorted(name for name in os.environ if _read_by_settings(name))
+    for name in names:
+        del os.environ[name]
+    return names
 
 
 def describe(settings: Settings) -> Iterable[str]:

@@ -18,7 +18,14 @@ from .run import users_live, vici_session
 from .run.bans import BanGuard
 from .run.charon import Supervisor
 from .run.renewal import Renewer
-from .settings import Settings, V6Egress, describe, load_settings, unknown_variables
+from .settings import (
+    Settings,
+    V6Egress,
+    describe,
+    forget_environment,
+    load_settings,
+    unknown_variables,
+)
 from .state import pki, server
 from .state.server import ServerState
 
@@ -43,6 +50,7 @@ def _settings() -> Settings:
     for warning in unknown_variables():
         log.warning(warning)
     settings = load_settings()
+    forget_environment()  # no child inherits a password (docs/security.md)
     for line in describe(settings):
         log.info(line)
     return settings

@@ -14,6 +14,7 @@ from interleaving.
 
 from __future__ import annotations
 
+import logging
 import shutil
 import threading
 from collections.abc import Iterable, Sequence
@@ -31,6 +32,8 @@ from ..profiles.templating import render_profile
 from ..render import Plan
 from ..settings import Account, ProfilePasswords, Settings, check_username
 from ..state.files import atomic_write, ensure_dir, remove_stale_temporaries
+
+log = logging.getLogger(__name__)
 
 README_NAME: Final = "README.txt"
 CA_NAME: Final = defaults.CA_CERT_NAME
@@ -237,7 +240,15 @@ def write_all(profiles: Iterable[ProfileInput], data_dir: Path) -> dict[str, lis
         current = set()
         for profile in profiles:
             current.add(profile.user)
-            if changed := write_profiles(profile, data_dir):
+            try:
+                changed = write_profiles(profile, data_dir)
+            except ValueError as exc:
+                # One user's profiles that cannot be rendered must not stop the server
+                # (and with it every other user). The writers quote names and addresses in their
+                # messages, never a password (passwords are checked in settings).
+                log.error("client profiles of user %r not written: %s", profile.user, exc)
+                continue
+            if changed:
                 changes[profile.user] = changed
         for entry in sorted(clients_dir(data_dir).iterdir()):
             if entry.name not in current and (entry.is_dir() or entry.is_symlink()):

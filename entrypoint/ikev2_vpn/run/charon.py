@@ -16,6 +16,7 @@ from pathlib import Path
 from types import FrameType
 
 from .. import defaults
+from ..settings import child_environment
 from . import children
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,10 @@ class Supervisor:
     def start(self) -> None:
         for stale in STALE_FILES:  # left behind when the container was killed
             stale.unlink(missing_ok=True)
-        self.process = subprocess.Popen([str(CHARON)], stdin=subprocess.DEVNULL)
+        # The network-facing daemon gets no setting, and so no password (docs/security.md).
+        self.process = subprocess.Popen(
+            [str(CHARON)], stdin=subprocess.DEVNULL, env=child_environment()
+        )
         log.info("charon started (pid %d)", self.process.pid)
 
     def alive(self) -> bool:

@@ -11,10 +11,14 @@ from __future__ import annotations
 import subprocess
 import threading
 
+from ..settings import child_environment
+
 LOCK = threading.Lock()
 
 
 def run(argv: list[str]) -> subprocess.CompletedProcess[str]:
     """``subprocess.run(argv, check=True)``, output captured, safe from the supervisor."""
     with LOCK:
-        return subprocess.run(argv, capture_output=True, text=True, check=True)
+        return subprocess.run(
+            argv, capture_output=True, text=True, check=True, env=child_environment()
+        )

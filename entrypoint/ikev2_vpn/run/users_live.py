@@ -33,8 +33,9 @@ from vici.exception import CommandException, SessionException
 
 from .. import defaults, render
 from ..apply.files import write_users_configuration
-from ..apply.profile_writer import profile_for, remove_profiles, write_profiles
-from ..settings import Account, Settings, check_username
+from ..apply.profile_writer import profile_files, profile_for, remove_profiles, write_profiles
+from ..profiles import ProfileInput
+from ..settings import PASSWORD_FIX, Account, Settings, check_password, check_username
 from ..state.files import atomic_write
 from ..state.users import (
     Origin,
@@ -163,6 +164,7 @@ class LiveUsers:
             raise UsersError(f"{problem}; choose another name")
         chosen = new_password() if password is None else password
         _check_password(chosen)
+        self._check_profiles(name, chosen)
         with locked(self.data_dir):
             store = load_store(self.data_dir)
             if name in self._env_names():
@@ -190,12 +192,14 @@ class LiveUsers:
                     f"user {name!r} is the only account; add another one before removing it"
                 )
             old = self._static(store).get(name)
+            loaded = not store.users[name].problem  # an unusable one never reached charon
             store = store.without_user(name)
             save_store(self.data_dir, store)
 
             def forget(vici: Vici) -> int:
                 # The secret first: from here on the user cannot log in again.
-                vici.unload_shared({"id": render.secret_id(name)})
+                if loaded:
+                    vici.unload_shared({"id": render.secret_id(name)})
                 if old is not None:
                     vici.unload_conn({"name": render.StaticAddress(name, old).connection})
                 ended = end_sessions(vici, name)
@@ -213,6 +217,7 @@ class LiveUsers:
         Returns the password when it was generated here."""
         chosen = new_password() if password is None else password
         _check_password(chosen)
+        self._check_profiles(name, chosen)
         with locked(self.data_dir):
             store = load_store(self.data_dir)
             user = self._check_changeable(name, store, "change the password of")
@@ -330,15 +335,29 @@ class LiveUsers:
                 "restart the container to apply it"
             ) from None
 
-    def _write_profiles(self, account: Account) -> None:
-        profile = profile_for(
+    def _check_profiles(self, name: str, password: SecretStr) -> None:
+        """Render the profiles before anything is saved: a password or name they cannot
+        carry is refused here, never after the store and charon have the account."""
+        account = Account(name=name, password=password, source="ikev2-vpn users")
+        try:
+            profile_files(self._profile(account))
+        except ValueError:
+            raise UsersError(
+                f"the client profiles of user {name!r} cannot be written with this password; "
+                f"{PASSWORD_FIX}"
+            ) from None
+
+    def _profile(self, account: Account) -> ProfileInput:
+        return profile_for(
             self.settings,
             account,
             host=self.facts.host,
             ca=self.facts.ca,
             esp_gcm=self.facts.esp_gcm,
         )
-        write_profiles(profile, self.data_dir)
+
+    def _write_profiles(self, account: Account) -> None:
+        write_profiles(self._profile(account), self.data_dir)
 
     def refresh_profiles(self) -> None:
         """Rewrite every account's profiles (after the server's CA went away or changed)."""
@@ -354,8 +373,9 @@ def _load_secret(vici: Vici, account: Account) -> int:
 
 
 def _check_password(password: SecretStr) -> None:
-    if not password.get_secret_value():
-        raise UsersError("the password is empty; give a non-empty password")
+    if problem := check_password(password.get_secret_value()):
+        fix = "give a non-empty password" if not password.get_secret_value() else PASSWORD_FIX
+        raise UsersError(f"{problem}; {fix}")
 
 
 def _unload_pool(vici: Vici, static: render.StaticAddress) -> None:

@@ -34,7 +34,7 @@ from pydantic import SecretStr
 
 from .. import defaults
 from ..errors import ConfigError
-from ..settings import Account, check_username
+from ..settings import Account, check_password, check_username
 from .files import atomic_write
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,13 @@ class StoredUser:
     name: str
     password: SecretStr
     origin: Origin  # MANAGED or GENERATED
+
+    @property
+    def problem(self) -> str:
+        """Why this account cannot be used ('' when it can): a password that an older
+        version or a hand edit put into the store, and that no profile or charon can carry.
+        Such a user is kept in the store (a new password repairs it) but never loaded."""
+        return check_password(self.password.get_secret_value())
 
 
 @dataclass(frozen=True)
@@ -126,6 +133,16 @@ def resolve_accounts(declared: tuple[Account, ...], data_dir: Path) -> ResolvedA
             "users come from the environment; the generated user in %s is unused",
             data_dir / STORE_NAME,
         )
+    for user in unusable_users(store):
+        log.warning(
+            "user %r in %s is skipped: %s; give it a new password with "
+            "`ikev2-vpn users passwd %s` or remove it with `ikev2-vpn users remove %s`",
+            user.name,
+            data_dir / STORE_NAME,
+            user.problem,
+            user.name,
+            user.name,
+        )
     accounts = active_accounts(declared, store)
     created = None
     if not accounts:
@@ -140,15 +157,20 @@ def resolve_accounts(declared: tuple[Account, ...], data_dir: Path) -> ResolvedA
 def active_accounts(declared: tuple[Account, ...], store: UserStore) -> tuple[Account, ...]:
     """The declared accounts plus the managed ones, or without declared accounts, the
     managed ones plus the generated one. A stored account with the name of a declared one
-    is hidden by it: the environment wins."""
+    is hidden by it: the environment wins. Unusable stored accounts are left out."""
     names = {account.name for account in declared}
     kinds = (Origin.MANAGED,) if declared else (Origin.MANAGED, Origin.GENERATED)
     stored = tuple(
         store.account(user.name)
         for user in store.users.values()
-        if user.origin in kinds and user.name not in names
+        if user.origin in kinds and user.name not in names and not user.problem
     )
     return (*declared, *stored)
+
+
+def unusable_users(store: UserStore) -> list[StoredUser]:
+    """The stored accounts whose password cannot be used (:attr:`StoredUser.problem`)."""
+    return [user for user in store.users.values() if user.problem]
 
 
 def _generate(data_dir: Path) -> Account:
