@@ -142,6 +142,8 @@ def test_rotation_refuses_old_ca_devices_after_the_restart_and_admits_new_ones(
     old_ca = server.ca_certificate()
     old_device = lab.start_client(server)
     assert old_device.connect(USER, PASSWORD).connected
+    added = eng.run_in(server.container, ["ikev2-vpn", "users", "add", "bob"])
+    assert added.exit_code == 0, added.stderr
     before = data_files(server)
     assert "/data/users.json" in before
 
@@ -154,7 +156,8 @@ def test_rotation_refuses_old_ca_devices_after_the_restart_and_admits_new_ones(
     assert "restart the container" in rotated.stdout
     # Until the restart the server serves the old certificate: the tunnel stays up.
     assert old_device.tunnel() is not None
-    assert eng.read_file(server.container, f"/data/clients/{USER}/ca.crt") == new_ca
+    for user in (USER, "bob"):
+        assert eng.read_file(server.container, f"/data/clients/{user}/ca.crt") == new_ca
     retired = eng.run_checked(server.container, ["sh", "-c", "ls -d /data/pki/retired/*/"])
     kept = retired.split()[0]
     assert eng.read_file(server.container, f"{kept}ca.crt") == old_ca

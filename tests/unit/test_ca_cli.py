@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,19 @@ def environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setattr(defaults, "DATA_DIR", data)
     monkeypatch.setattr(cli, "CONTAINER_LOG", tmp_path / "container.log")
     return data
+
+
+@pytest.fixture(autouse=True)
+def root_logger() -> Iterator[None]:
+    """The command points the root logger at this test's captured streams: put it back."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        if handler not in handlers:
+            handler.close()
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def test_rotate_replaces_the_ca_and_says_what_happens_next(

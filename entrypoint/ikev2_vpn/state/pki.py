@@ -307,13 +307,14 @@ def describe_ca(cert: x509.Certificate) -> str:
 
 
 def _check_ca_dates(cert: x509.Certificate, data_dir: Path, now: datetime) -> None:
-    """Ten years is long, but not forever: say so before clients start failing."""
+    """Say so a year before clients start failing, and stop once they have."""
     expiry = cert.not_valid_after_utc.date().isoformat()
     if now >= cert.not_valid_after_utc:
         raise ConfigError(
             str(data_dir / CA_CERT_NAME),
             f"the CA expired on {expiry}, so no client accepts this server any more",
-            _START_OVER.format(data=data_dir),
+            f"replace it with `{ROTATE_COMMAND}` in a one-off container "
+            "(docs/certificates.md#rotating-the-ca); every device must then import the new CA",
         )
     if cert.not_valid_after_utc - now < CA_WARN_BEFORE:
         log.warning(
