@@ -6,6 +6,7 @@ ikev2-vpn users    list, add, remove users, change passwords and static IPs whil
                    server runs (`ikev2-vpn users --help`)
 ikev2-vpn share    serve one user's phone profiles for a few minutes, with QR codes of
                    the links (`ikev2-vpn share --help`)
+ikev2-vpn ca       replace the server's own CA (`ikev2-vpn ca --help`)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import ipaddress
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         return users_main(argv[1:])
     if argv[:1] == ["share"]:
         return share_main(argv[1:])
+    if argv[:1] == ["ca"]:
+        return ca_main(argv[1:])
     return _server_main(argv)
 
 
@@ -66,7 +70,7 @@ def _server_main(argv: list[str]) -> int:
         prog="ikev2-vpn", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "command", nargs="?", default="run", choices=["run", "health", "users", "share"]
+        "command", nargs="?", default="run", choices=["run", "health", "users", "share", "ca"]
     )
     args = parser.parse_args(argv)
     if args.command == "health":
@@ -311,6 +315,83 @@ def share_main(argv: list[str]) -> int:
         return _fail([error.line() for error in exc.errors])
     except (ConfigError, SystemSetupError) as exc:
         return _fail([exc.line() if isinstance(exc, ConfigError) else str(exc)])
+    return 0
+
+
+# --- ikev2-vpn ca --------------------------------------------------------------------------------
+
+CA_DESCRIPTION = """\
+rotate: replace the server's own CA (VPN_CERT=self-signed) with a new one for VPN_HOST,
+and the server certificate with one it issued. The old CA, its key and the old server
+certificate are kept in /data/pki/retired/<time>-<fingerprint>/ (copy them back to undo).
+
+Run it in the running container (docker compose exec vpn ikev2-vpn ca rotate), or, when
+the server cannot start (VPN_HOST changed, CA lost or expired), in a one-off container on
+the same volume (docker compose run --rm vpn ca rotate). The running server keeps the old
+certificate, and connected clients their tunnels, until the container restarts; from
+then on only devices that imported the new CA connect. Client profiles in /data/clients
+carry the new CA (rewritten now in a running container, else at the next start).
+"""
+
+
+def ca_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ikev2-vpn ca",
+        description=CA_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("rotate", help="a new CA and server certificate; the old ones kept aside")
+    return parser
+
+
+def ca_main(argv: list[str]) -> int:
+    ca_parser().parse_args(argv)
+    _configure_users_logging()
+    from cryptography.hazmat.primitives import serialization
+
+    from . import defaults
+    from .run.users_live import LiveUsers, UsersError, running_facts, save_facts
+    from .run.vici_session import connect
+    from .settings import CertSource, load_settings
+    from .state import pki
+
+    try:
+        settings = load_settings()
+        if settings.cert is CertSource.FILES:
+            raise UsersError(
+                "VPN_CERT=files: the server has no CA of its own; replace the files instead"
+            )
+        facts = running_facts()
+        host = facts.host if facts is not None else settings.host
+        if host is None:
+            raise UsersError(
+                "VPN_HOST is not set and no server runs in this container to say which "
+                "identity it uses; set VPN_HOST to the name or address clients dial"
+            )
+        rotation = pki.rotate(defaults.DATA_DIR, host)
+        print(f"new CA for {host}: {pki.describe_ca(rotation.new)}")
+        print(f"the previous CA and server certificate are kept in {rotation.retired}")
+        if facts is not None and facts.ca is not None:  # the running server uses the CA
+            pem = rotation.new.public_bytes(serialization.Encoding.PEM).decode()
+            facts = replace(facts, ca_pem=pem)
+            save_facts(facts)
+            if not settings.radius_servers:
+                LiveUsers(settings, facts, connect).refresh_profiles()
+                print(f"client profiles in {defaults.DATA_DIR / 'clients'} carry the new CA")
+            print(
+                "restart the container to serve the new certificate; until then it serves "
+                "the old one and connected clients stay up"
+            )
+        else:
+            print("the next start serves the new certificate and rewrites client profiles")
+        print("every device must import the new ca.crt (or a new profile) to connect again")
+    except UsersError as exc:
+        return _fail([str(exc)])
+    except ConfigErrors as exc:
+        return _fail([error.line() for error in exc.errors])
+    except ConfigError as exc:
+        return _fail([exc.line()])
     return 0
 
 

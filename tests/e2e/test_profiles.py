@@ -19,7 +19,7 @@ from ikev2_vpn_lab.lab import Lab
 from ikev2_vpn_lab.profile_replay import parse_nmconnection, parse_settings
 
 HOST = "vpn.example.test"
-NEW_HOST = "vpn2.example.test"
+NEW_HOST = "moved.vpn.example.test"  # under HOST: the CA, constrained to HOST, signs for it
 DNS = "198.51.100.53"
 USERS = {"alice": "Alice pw 1", "first.last+x@example.test": 'it\'s "quoted" ünï'}
 

@@ -89,13 +89,15 @@ class ServerFacts:
 
 def write_facts(plan: render.Plan, path: Path = FACTS) -> None:
     ca = plan.credentials.ca
-    facts = {
-        "host": plan.host,
-        "esp_gcm": plan.backend.esp_gcm,
-        "ca_pem": ca.public_bytes(Encoding.PEM).decode() if ca else None,
-    }
+    pem = ca.public_bytes(Encoding.PEM).decode() if ca else None
+    save_facts(ServerFacts(plan.host, plan.backend.esp_gcm, pem), path)
+
+
+def save_facts(facts: ServerFacts, path: Path = FACTS) -> None:
+    """Also after `ikev2-vpn ca rotate`: profiles written later carry the new CA."""
+    content = {"host": facts.host, "esp_gcm": facts.esp_gcm, "ca_pem": facts.ca_pem}
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, json.dumps(facts).encode(), mode=0o644)
+    atomic_write(path, json.dumps(content).encode(), mode=0o644)
 
 
 def forget_facts(path: Path = FACTS) -> None:
@@ -103,14 +105,22 @@ def forget_facts(path: Path = FACTS) -> None:
 
 
 def read_facts(path: Path = FACTS) -> ServerFacts:
+    facts = running_facts(path)
+    if facts is None:
+        raise UsersError(
+            "the server is not running yet (it has not finished starting); "
+            "wait until the container is healthy"
+        )
+    return facts
+
+
+def running_facts(path: Path = FACTS) -> ServerFacts | None:
+    """The facts of the server running in this container; None when none runs."""
     try:
         facts = json.loads(path.read_text())
         return ServerFacts(str(facts["host"]), bool(facts["esp_gcm"]), facts["ca_pem"])
     except (OSError, ValueError, KeyError, TypeError):
-        raise UsersError(
-            "the server is not running yet (it has not finished starting); "
-            "wait until the container is healthy"
-        ) from None
+        return None
 
 
 # --- the commands ----------------------------------------------------------------------------
