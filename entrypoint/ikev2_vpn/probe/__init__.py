@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 
+from .. import fence
+from ..errors import ConfigError
+from ..fence import Fenced, Gateway
 from ..settings import Settings
 from .backend import BackendChoice, choose_backend, probe_kernel, tun_available
 from .identity import ServerIdentity, resolve_identity
@@ -16,6 +20,7 @@ from .network import (
     check_pool_v6,
     find_egress,
     find_egress_v6,
+    find_gateways,
 )
 
 log = logging.getLogger("ikev2_vpn")
@@ -29,6 +34,7 @@ class Machine:
     egress_v6: EgressV6 | None  # with VPN_POOL_V6 only
     backend: BackendChoice
     identity: ServerIdentity
+    gateways: tuple[Gateway, ...] = ()  # of every network attached: the host, on Docker
 
 
 def machine(settings: Settings) -> Machine:
@@ -42,7 +48,39 @@ def machine(settings: Settings) -> Machine:
     log.info("IPsec backend: %s (%s)", choice.backend, choice.reason)
     identity = resolve_identity(settings, egress)
     log.info("server identity: %s (%s)", identity.host, identity.reason)
-    return Machine(egress, egress_v6, choice, identity)
+    gateways = find_gateways()
+    fenced = client_fence(settings, gateways, identity)
+    check_dns(settings, fenced)
+    return Machine(egress, egress_v6, choice, identity, gateways)
+
+
+def client_fence(
+    settings: Settings, gateways: tuple[Gateway, ...], identity: ServerIdentity
+) -> tuple[Fenced, ...]:
+    """The client fence for these settings on this machine (the plan's, before the plan)."""
+    pools: list[fence.Network] = [settings.pool_v4]
+    if settings.pool_v6 is not None:
+        pools.append(settings.pool_v6)
+    return fence.fence(
+        gateways=gateways,
+        dialled=ipaddress.ip_address(identity.host) if identity.is_address else None,
+        deny=settings.client_deny,
+        allow=settings.client_allow,
+        link_local=settings.allow_link_local,
+        pools=pools,
+    )
+
+
+def check_dns(settings: Settings, fenced: tuple[Fenced, ...]) -> None:
+    """A DNS server pushed to clients must be one they can reach."""
+    for server in settings.dns:
+        for entry in fenced:
+            if server in entry.network:
+                raise ConfigError(
+                    "VPN_DNS",
+                    f"{server} is fenced off from VPN clients ({entry.network}: {entry.why})",
+                    "add it to VPN_CLIENT_ALLOW or push another DNS server",
+                )
 
 
 def _egress_v6(settings: Settings) -> EgressV6 | None:
