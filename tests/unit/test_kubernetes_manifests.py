@@ -444,11 +444,12 @@ def test_the_metrics_component_adds_only_the_metrics_port(
 
 def ingress_policy(resources: list[Resource]) -> Resource:
     [policy] = [
-        resource["spec"]
+        resource
         for resource in resources
         if resource["kind"] == "NetworkPolicy" and "Ingress" in resource["spec"]["policyTypes"]
     ]
-    return policy
+    spec: Resource = policy["spec"]
+    return spec
 
 
 def test_the_network_policy_lets_anyone_reach_the_vpn_and_only_prometheus_the_metrics(
@@ -634,11 +635,12 @@ def egress_allows(
 
 def egress_policy(resources: list[Resource]) -> Resource:
     [policy] = [
-        resource["spec"]
+        resource
         for resource in resources
         if resource["kind"] == "NetworkPolicy" and "Egress" in resource["spec"]["policyTypes"]
     ]
-    return policy
+    spec: Resource = policy["spec"]
+    return spec
 
 
 @pytest.mark.parametrize("variant", PODS)
