@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import docker
 import pytest
 
 from ikev2_vpn_helper import engine as eng
@@ -37,6 +38,7 @@ METADATA = "169.254.169.254"
 CLOUD = ("100.100.100.200", "168.63.129.16")  # Alibaba Cloud metadata, Azure WireServer
 SERVICE_PORT = 8081  # a service inside the server container
 PEER_PORT = 8082  # a service on one client, for the other
+IP_FREEBIND = 15  # linux/in.h; Python's socket module does not name it
 FLIPPED = {
     "VPN_CLIENT_ISOLATION": "on",
     "VPN_ALLOW_SERVER_ACCESS": "on",
@@ -51,7 +53,7 @@ class HostListener:
     def __init__(self, address: str) -> None:
         self.address = address
         self.peers: list[str] = []
-        self._socket = socket.create_server((address, 0))
+        self._socket = _bound(address)
         self._socket.settimeout(0.5)
         self.port = int(self._socket.getsockname()[1])
         self._stop = threading.Event()
@@ -74,6 +76,18 @@ class HostListener:
         self._stop.set()
         self._socket.close()
         self._thread.join(timeout=5)
+
+
+def _bound(address: str) -> socket.socket:
+    """A listening socket at ``address``. A new bridge's IPv6 address stays tentative until a
+    container is attached (no carrier, no duplicate address detection): bound freely, it
+    answers once the address is usable."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_IP, IP_FREEBIND, 1)
+    sock.bind((address, 0))
+    sock.listen()
+    return sock
 
 
 @dataclass(frozen=True)
@@ -124,17 +138,22 @@ def sibling(lab: Lab) -> Target:
     )
 
 
+def egress_gateway(lab: Lab, version: int) -> str:
+    """The host's address on the lab's egress bridge (the network's gateway)."""
+    network = lab.engine.networks.get(lab.topology.egress)
+    [gateway] = [
+        # Docker takes the first address when the network was made without a gateway.
+        pool.get("Gateway") or str(next(ipaddress.ip_network(pool["Subnet"]).hosts()))
+        for pool in network.attrs["IPAM"]["Config"]
+        if ipaddress.ip_network(pool["Subnet"]).version == version
+    ]
+    return str(gateway)
+
+
 @pytest.fixture(scope="module")
 def host(lab: Lab) -> Iterator[HostListener]:
     """A listener on the host at the egress network's gateway address: the host itself."""
-    network = lab.engine.networks.get(lab.topology.egress)
-    [gateway] = [
-        # Docker fills in the first address when the network was made without a gateway.
-        pool.get("Gateway") or str(next(ipaddress.ip_network(pool["Subnet"]).hosts()))
-        for pool in network.attrs["IPAM"]["Config"]
-        if ipaddress.ip_network(pool["Subnet"]).version == 4
-    ]
-    listener = HostListener(gateway)
+    listener = HostListener(egress_gateway(lab, 4))
     yield listener
     listener.close()
 
@@ -319,3 +338,56 @@ def test_the_effective_policy_is_logged_at_start(
         assert "100.100.100.200/32 (Alibaba Cloud metadata)" in fenced
         assert "168.63.129.16/32 (Azure WireServer)" in fenced
         assert "allowed back" not in lines[0]
+
+
+# --- the host at its IPv6 gateway address ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dual_lab(engine: docker.DockerClient, image: str) -> Iterator[Lab]:
+    """A lab whose networks are dual stack (IPv6 from 2001:db8::/32)."""
+    with Lab(engine, image=image, ipv6=True) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def host_v6(dual_lab: Lab) -> Iterator[HostListener]:
+    listener = HostListener(egress_gateway(dual_lab, 6))
+    yield listener
+    listener.close()
+
+
+@pytest.mark.parametrize("allowed", [False, True], ids=["defaults", "allowed-back"])
+def test_the_host_at_its_ipv6_gateway_address(
+    dual_lab: Lab, host_v6: HostListener, allowed: bool
+) -> None:
+    """A client with an IPv6 address (VPN_POOL_V6, NAT66) and the host at the IPv6 gateway
+    address of the egress network: fenced off, and reachable once allowed back."""
+    role = "fence-v6-" + ("allowed" if allowed else "defaults")
+    env = {"VPN_HOST": HOST, "VPN_USER": "alice", "VPN_POOL_V6": "fd00:10:10::/112"}
+    if allowed:
+        env["VPN_CLIENT_ALLOW"] = host_v6.address
+    server = dual_lab.start_server(
+        env,
+        name=dual_lab.name(role),
+        volume=dual_lab.name(f"{role}-data"),
+        secret_files={"VPN_PASSWORD_FILE": PASSWORD},
+    )
+    client = dual_lab.start_client(server, ipv6=True)
+    try:
+        result = client.connect("alice", PASSWORD.decode(), ipv6=True)
+        assert result.connected, result.error
+        assert result.virtual_ip_v6 is not None
+        on_host = Target(server.container, host_v6.address, host_v6.port)  # address, port
+        before = len(host_v6.peers)
+        traffic = reach(client, on_host)
+        if allowed:
+            assert_reached(traffic, server.networks_v6()[dual_lab.topology.egress])
+        else:
+            assert_blocked(traffic)
+            assert host_v6.peers[before:] == []
+            gateway = ipaddress.ip_network(host_v6.address)
+            assert fence_counters(server)[str(gateway)] >= 2
+    finally:
+        for container in (client, server):  # one server at a time on two cores
+            container.remove()
