@@ -1,9 +1,10 @@
 """The client fence: destinations VPN clients may not reach through the tunnel.
 
 Clients get out to the networks behind the server, but not to the host and the platform it
-runs on: the host at the gateway address of each of the container's networks, the address
-clients dial when it is not the container's own (the host, or its load balancer), cloud
-metadata and control-plane addresses, and whatever the operator adds (VPN_CLIENT_DENY).
+runs on: the host at the gateway address of each of the container's networks, VPN_HOST when
+it is an address (the host's or its load balancer's; packets to the container's own
+addresses are VPN_ALLOW_SERVER_ACCESS's, and never pass this chain), cloud metadata and
+control-plane addresses, and whatever the operator adds (VPN_CLIENT_DENY).
 VPN_CLIENT_ALLOW takes ranges out of all of that again; the client pools are never fenced
 (whether clients reach each other is VPN_CLIENT_ISOLATION's business).
 
