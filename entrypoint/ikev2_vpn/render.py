@@ -141,6 +141,7 @@ class Plan:
     # The client fence (ikev2_vpn/fence.py): the host at these gateways, the platform,
     # VPN_CLIENT_DENY, less VPN_CLIENT_ALLOW (see the property ``fence``).
     gateways: tuple[Gateway, ...] = ()
+    dialled: IPAddress | None = None  # VPN_HOST, when an address not the container's own
     client_deny: tuple[Network, ...] = ()
     client_allow: tuple[Network, ...] = ()
     radius: RadiusPlan | None = None  # users live in RADIUS; ``accounts`` is then empty
@@ -156,7 +157,7 @@ class Plan:
         """What clients may not reach, in rule order (the probe checked VPN_DNS against it)."""
         return client_fence.fence(
             gateways=self.gateways,
-            dialled=_address(self.host),
+            dialled=self.dialled,
             deny=self.client_deny,
             allow=self.client_allow,
             link_local=self.allow_link_local,
@@ -194,6 +195,7 @@ def plan(settings: Settings, machine: Machine, state: ServerState) -> Plan:
         allow_server_access=settings.allow_server_access,
         allow_link_local=settings.allow_link_local,
         gateways=machine.gateways,
+        dialled=machine.dialled,
         client_deny=settings.client_deny,
         client_allow=settings.client_allow,
         radius=radius_plan(settings, machine.identity.host),
@@ -203,14 +205,6 @@ def plan(settings: Settings, machine: Machine, state: ServerState) -> Plan:
         profile_passwords=settings.profile_passwords,
         profile_always_on=settings.profile_always_on,
     )
-
-
-def _address(host: str) -> IPAddress | None:
-    """VPN_HOST when it is an address: fenced (the host, or its load balancer)."""
-    try:
-        return ipaddress.ip_address(host)
-    except ValueError:
-        return None
 
 
 def radius_plan(settings: Settings, host: str) -> RadiusPlan | None:

@@ -225,9 +225,14 @@ def test_ipv6_is_fenced_with_an_ipv6_pool(base: render.Plan) -> None:
 
 def test_the_address_clients_dial_is_fenced_when_it_is_an_address(base: render.Plan) -> None:
     """The host's public address (or its load balancer's): never through the tunnel."""
-    assert "203.0.113.7/32" in fenced(replace(base, host="203.0.113.7"))
-    assert "2001:db8::7/128" in fenced(replace(base, host="2001:db8::7"))
-    assert not any(entry.why.endswith("(VPN_HOST)") for entry in base.fence)  # a name
+    public = ipaddress.ip_address("203.0.113.7")
+    assert "203.0.113.7/32" in fenced(replace(base, host=str(public), dialled=public))
+    assert not any(entry.why.endswith("(VPN_HOST)") for entry in base.fence)
+    host = ServerIdentity("203.0.113.7", "test")
+    assert probe.dialled_address(host, (ipaddress.ip_address("198.19.0.3"),)) == public
+    own = (ipaddress.ip_address("198.19.0.3"), public)  # host networking, a public address
+    assert probe.dialled_address(host, own) is None
+    assert probe.dialled_address(ServerIdentity("vpn.example.test", "test"), own) is None
 
 
 def test_deny_adds_and_allow_cuts_out(base: render.Plan) -> None:
@@ -400,16 +405,15 @@ def test_allowing_everything_back_is_allowed(load: Callable[..., Settings]) -> N
 
 
 def test_a_fenced_dns_server_is_refused_with_its_fix(load: Callable[..., Settings]) -> None:
-    identity = ServerIdentity("vpn.example.test", "test")
     settings = load(VPN_DNS="192.168.1.53", VPN_CLIENT_DENY="192.168.0.0/16")
     with pytest.raises(ConfigError) as caught:
-        probe.check_dns(settings, probe.client_fence(settings, (), identity))
+        probe.check_dns(settings, probe.client_fence(settings, (), None))
     assert caught.value.line() == (
         "VPN_DNS: 192.168.1.53 is fenced off from VPN clients (192.168.0.0/16: VPN_CLIENT_DENY); "
         "add it to VPN_CLIENT_ALLOW or push another DNS server"
     )
     gateway = load(VPN_DNS="198.19.0.1")
     with pytest.raises(ConfigError, match="the host: gateway of eth0"):
-        probe.check_dns(gateway, probe.client_fence(gateway, (GATEWAY,), identity))
+        probe.check_dns(gateway, probe.client_fence(gateway, (GATEWAY,), None))
     allowed = load(VPN_DNS="198.19.0.1", VPN_CLIENT_ALLOW="198.19.0.1")
-    probe.check_dns(allowed, probe.client_fence(allowed, (GATEWAY,), identity))
+    probe.check_dns(allowed, probe.client_fence(allowed, (GATEWAY,), None))

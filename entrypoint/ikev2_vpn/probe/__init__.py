@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from .. import fence
 from ..errors import ConfigError
 from ..fence import Fenced, Gateway
-from ..settings import Settings
+from ..settings import IPAddress, Settings
 from .backend import BackendChoice, choose_backend, probe_kernel, tun_available
 from .identity import ServerIdentity, resolve_identity
 from .network import (
@@ -35,6 +35,9 @@ class Machine:
     backend: BackendChoice
     identity: ServerIdentity
     gateways: tuple[Gateway, ...] = ()  # of every network attached: the host, on Docker
+    # VPN_HOST when it is an address other than the container's own (the host's, or its load
+    # balancer's): fenced off from clients.
+    dialled: IPAddress | None = None
 
 
 def machine(settings: Settings) -> Machine:
@@ -48,14 +51,23 @@ def machine(settings: Settings) -> Machine:
     log.info("IPsec backend: %s (%s)", choice.backend, choice.reason)
     identity = resolve_identity(settings, egress)
     log.info("server identity: %s (%s)", identity.host, identity.reason)
-    gateways = find_gateways()
-    fenced = client_fence(settings, gateways, identity)
-    check_dns(settings, fenced)
-    return Machine(egress, egress_v6, choice, identity, gateways)
+    around = find_gateways()
+    dialled = dialled_address(identity, around.addresses)
+    check_dns(settings, client_fence(settings, around.gateways, dialled))
+    return Machine(egress, egress_v6, choice, identity, around.gateways, dialled)
+
+
+def dialled_address(identity: ServerIdentity, own: tuple[IPAddress, ...]) -> IPAddress | None:
+    """VPN_HOST as an address to fence off, unless it is the container's own: packets to
+    those are VPN_ALLOW_SERVER_ACCESS's (a DNS server there, say), never forwarded."""
+    if not identity.is_address:
+        return None
+    address = ipaddress.ip_address(identity.host)
+    return None if address in own else address
 
 
 def client_fence(
-    settings: Settings, gateways: tuple[Gateway, ...], identity: ServerIdentity
+    settings: Settings, gateways: tuple[Gateway, ...], dialled: IPAddress | None
 ) -> tuple[Fenced, ...]:
     """The client fence for these settings on this machine (the plan's, before the plan)."""
     pools: list[fence.Network] = [settings.pool_v4]
@@ -63,7 +75,7 @@ def client_fence(
         pools.append(settings.pool_v6)
     return fence.fence(
         gateways=gateways,
-        dialled=ipaddress.ip_address(identity.host) if identity.is_address else None,
+        dialled=dialled,
         deny=settings.client_deny,
         allow=settings.client_allow,
         link_local=settings.allow_link_local,

@@ -57,19 +57,34 @@ def find_egress() -> Egress:
     return Egress(interface, address, tuple(networks))
 
 
-def find_gateways() -> tuple[Gateway, ...]:
+@dataclass(frozen=True)
+class Neighbourhood:
+    """The container's own global addresses and the gateways of its networks."""
+
+    addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
+    gateways: tuple[Gateway, ...]
+
+
+def find_gateways() -> Neighbourhood:
     """The gateway address of each of the container's networks (IPv4 and IPv6): the host,
     on Docker's bridges. A route's gateway where the container has one; on a network
     without, the address Docker (and most address managers) give the gateway, its first."""
     families = ["-4"]
     if (sysctl.PROC_SYS / "net/ipv6").is_dir():
         families.append("-6")
-    found: list[Gateway] = []
+    gateways: list[Gateway] = []
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
     for family in families:
         routes = _ip_json(family, "route", "show")
         links = _ip_json(family, "addr", "show", "scope", "global")
-        found.extend(gateways_from(routes, links))
-    return tuple(dict.fromkeys(found))
+        gateways.extend(gateways_from(routes, links))
+        addresses.extend(
+            ipaddress.ip_address(info["local"])
+            for link in links
+            for info in link.get("addr_info", [])
+            if "local" in info
+        )
+    return Neighbourhood(tuple(addresses), tuple(dict.fromkeys(gateways)))
 
 
 def gateways_from(routes: list[dict[str, Any]], links: list[dict[str, Any]]) -> list[Gateway]:
