@@ -340,6 +340,54 @@ def test_the_effective_policy_is_logged_at_start(
         assert "allowed back" not in lines[0]
 
 
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"VPN_CLIENT_DENY": "192.168.1.1/16"},
+            "VPN_CLIENT_DENY: '192.168.1.1/16' has host bits set; use 192.168.0.0/16",
+        ),
+        ({"VPN_CLIENT_ALLOW": "the-host"}, "VPN_CLIENT_ALLOW: 'the-host' is not an IP network"),
+        # Only the running container knows its gateway: refused by the probe, before /data.
+        ({"VPN_DNS": "{gateway}"}, "VPN_DNS: {gateway} is fenced off from VPN clients"),
+    ],
+    ids=["deny-host-bits", "allow-junk", "dns-at-the-host"],
+)
+def test_bad_fence_settings_stop_the_server_with_one_line(
+    lab: Lab, host: HostListener, env: dict[str, str], expected: str
+) -> None:
+    env = {name: value.format(gateway=host.address) for name, value in env.items()}
+    role = "fence-bad-" + "-".join(env).lower()
+    server = lab.start_server(
+        {"VPN_HOST": HOST, "VPN_USER": "alice", **env},
+        name=lab.name(role),
+        volume=lab.name(f"{role}-data"),
+        secret_files={"VPN_PASSWORD_FILE": PASSWORD},
+        wait=False,
+        restart=None,
+    )
+    try:
+        assert server.wait_exit() == 2
+        output = server.logs(50)
+        errors = [line for line in output.splitlines() if "error:" in line]
+        assert len(errors) == 1, output
+        assert expected.format(gateway=host.address) in errors[0]
+        assert "charon started" not in output
+    finally:
+        server.remove()
+    # Nothing was written to /data: no CA, no users.
+    volume = lab.engine.volumes.get(lab.name(f"{role}-data"))
+    listing = lab.engine.containers.run(
+        lab.image,
+        entrypoint=["ls", "-A", "/data"],
+        volumes={volume.name: {"bind": "/data", "mode": "ro"}},
+        network_mode="none",
+        remove=True,
+        labels=eng.labels(lab.run_id, "check"),
+    )
+    assert listing == b"", listing
+
+
 # --- the host at its IPv6 gateway address ----------------------------------------------------
 
 
