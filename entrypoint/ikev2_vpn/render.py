@@ -40,6 +40,8 @@ import jinja2
 from pydantic import SecretStr
 
 from . import defaults
+from . import fence as client_fence
+from .fence import Fenced, Gateway, Network
 from .probe.backend import BackendChoice
 from .settings import (
     Account,
@@ -136,6 +138,12 @@ class Plan:
     client_isolation: bool = False  # VPN_CLIENT_ISOLATION: not each other
     allow_server_access: bool = False  # VPN_ALLOW_SERVER_ACCESS: the container's own services
     allow_link_local: bool = False  # VPN_ALLOW_LINK_LOCAL: 169.254.0.0/16, fe80::/10
+    # The client fence (ikev2_vpn/fence.py): the host at these gateways, the platform,
+    # VPN_CLIENT_DENY, less VPN_CLIENT_ALLOW (see the property ``fence``).
+    gateways: tuple[Gateway, ...] = ()
+    dialled: IPAddress | None = None  # VPN_HOST, when an address not the container's own
+    client_deny: tuple[Network, ...] = ()
+    client_allow: tuple[Network, ...] = ()
     radius: RadiusPlan | None = None  # users live in RADIUS; ``accounts`` is then empty
     pool_v6: ipaddress.IPv6Network | None = None  # VPN_POOL_V6: dual stack when set
     pool_v6_egress: V6Egress = V6Egress.NAT66  # VPN_POOL_V6_EGRESS
@@ -143,6 +151,18 @@ class Plan:
     # Client profiles (VPN_PROFILE_*).
     profile_passwords: ProfilePasswords = ProfilePasswords.INCLUDE
     profile_always_on: bool = False
+
+    @property
+    def fence(self) -> tuple[Fenced, ...]:
+        """What clients may not reach, in rule order (the probe checked VPN_DNS against it)."""
+        return client_fence.fence(
+            gateways=self.gateways,
+            dialled=self.dialled,
+            deny=self.client_deny,
+            allow=self.client_allow,
+            link_local=self.allow_link_local,
+            pools=(self.pool_v4, *((self.pool_v6,) if self.pool_v6 else ())),
+        )
 
     def users(self) -> UsersPlan:
         return UsersPlan(
@@ -174,6 +194,10 @@ def plan(settings: Settings, machine: Machine, state: ServerState) -> Plan:
         client_isolation=settings.client_isolation,
         allow_server_access=settings.allow_server_access,
         allow_link_local=settings.allow_link_local,
+        gateways=machine.gateways,
+        dialled=machine.dialled,
+        client_deny=settings.client_deny,
+        client_allow=settings.client_allow,
         radius=radius_plan(settings, machine.identity.host),
         pool_v6=settings.pool_v6,
         pool_v6_egress=settings.pool_v6_egress,
@@ -404,6 +428,7 @@ def swanctl_secrets(shared: tuple[dict[str, Any], ...]) -> dict[str, Any]:
 
 def nftables_conf(plan: Plan) -> str:
     nat66 = plan.pool_v6 is not None and plan.pool_v6_egress is V6Egress.NAT66
+    fenced = plan.fence
     return render_template(
         "nftables.conf.j2",
         pool_v4=plan.pool_v4,
@@ -416,6 +441,9 @@ def nftables_conf(plan: Plan) -> str:
         client_isolation=plan.client_isolation,
         allow_server_access=plan.allow_server_access,
         allow_link_local=plan.allow_link_local,
+        fence_v4=[entry for entry in fenced if entry.network.version == 4],
+        # Without an IPv6 pool no client sends IPv6 through the tunnel.
+        fence_v6=[entry for entry in fenced if entry.network.version == 6 and plan.pool_v6],
         from_tunnel=_FROM_TUNNEL[plan.backend.backend],
     )
 
@@ -440,8 +468,22 @@ def client_access(plan: Plan) -> str:
         f"services of this container {say(plan.allow_server_access)} "
         "(VPN_ALLOW_SERVER_ACCESS); "
         f"link-local addresses and cloud metadata {say(plan.allow_link_local)} "
-        "(VPN_ALLOW_LINK_LOCAL)"
+        "(VPN_ALLOW_LINK_LOCAL); "
+        f"fenced off (VPN_CLIENT_DENY): {_fenced(plan)}"
+        + (
+            f"; allowed back (VPN_CLIENT_ALLOW): {', '.join(map(str, plan.client_allow))}"
+            if plan.client_allow
+            else ""
+        )
     )
+
+
+def _fenced(plan: Plan) -> str:
+    """The fence's ranges as named (before VPN_CLIENT_ALLOW cut holes into them); IPv6 ones
+    only when clients have IPv6."""
+    shown = [fenced for fenced in plan.fence if fenced.network.version == 4 or plan.pool_v6]
+    named = dict.fromkeys(f"{fenced.entry} ({fenced.why})" for fenced in shown)
+    return ", ".join(named) or "nothing"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from .errors import ConfigError, ConfigErrors
 ENV_PREFIX = "VPN_"
 ACME_PREFIX = "ACME_"  # the ACME settings keep the names people know from other ACME tools
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 # EAP identities: letters, digits and . _ @ + - (no spaces, no colon: it separates the
 # password in VPN_USERS). Starts with a letter or digit; at most 64 characters.
@@ -321,6 +322,10 @@ class Settings(BaseSettings):
     client_isolation: bool = False  # clients cannot reach each other
     allow_server_access: bool = False  # clients may reach services of the container itself
     allow_link_local: bool = False  # clients may reach 169.254.0.0/16 and fe80::/10 (metadata)
+    # The client fence (ikev2_vpn/fence.py): more destinations to keep clients from, and
+    # destinations to take out of what is fenced off.
+    client_deny: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+    client_allow: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
     ban_after: int = 5  # failed logins from one address before it is banned; 0: never
     ban_seconds: int = 600
     metrics_port: int | None = None  # TCP port of the Prometheus endpoint; None: off
@@ -531,6 +536,23 @@ class Settings(BaseSettings):
             raise ValueError("no DNS server given; list at least one address")
         return tuple(servers)
 
+    @field_validator("client_deny", "client_allow", mode="before")
+    @classmethod
+    def _client_networks(cls, value: Any, info: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        networks = tuple(_fence_network(item) for item in value.replace(",", " ").split())
+        if not networks:
+            raise ValueError("no network given; list CIDR ranges separated by commas, or unset it")
+        if info.field_name == "client_deny":
+            for network in networks:
+                if network.prefixlen == 0:
+                    raise ValueError(
+                        f"{network} would fence clients off everything; list only the ranges "
+                        "they must not reach, such as 192.168.0.0/16"
+                    )
+        return networks
+
     @field_validator(
         "ipsec_backend",
         "proposals",
@@ -687,6 +709,23 @@ def _ipv4_network(value: str, example: str) -> ipaddress.IPv4Network:
         ) from None
     if str(network) != value:
         raise ValueError(f"{value!r} has host bits set; use {network}")
+    return network
+
+
+def _fence_network(text: str) -> IPNetwork:
+    """One entry of VPN_CLIENT_DENY or VPN_CLIENT_ALLOW: a network in CIDR notation, exactly as
+    written, or a bare address (one host)."""
+    example = "192.168.0.0/16 or 2001:db8::/32"
+    try:
+        if "%" in text:  # a zone index: any text, and nothing a route could name
+            raise ValueError(text)
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an IP network; use CIDR notation like {example}, separated by commas"
+        ) from None
+    if network.network_address != ipaddress.ip_interface(text).ip:
+        raise ValueError(f"{text!r} has host bits set; use {network}")
     return network
 
 
@@ -1027,6 +1066,8 @@ def describe(settings: Settings) -> Iterable[str]:
         f"VPN_DPD_DELAY={settings.dpd_delay} VPN_CLIENT_ISOLATION={settings.client_isolation} "
         f"VPN_ALLOW_SERVER_ACCESS={settings.allow_server_access} "
         f"VPN_ALLOW_LINK_LOCAL={settings.allow_link_local} "
+        f"VPN_CLIENT_DENY={','.join(map(str, settings.client_deny)) or '(none)'} "
+        f"VPN_CLIENT_ALLOW={','.join(map(str, settings.client_allow)) or '(none)'} "
         f"VPN_BAN_AFTER={settings.ban_after} VPN_BAN_SECONDS={settings.ban_seconds}"
     )
     yield f"VPN_METRICS_PORT={settings.metrics_port or '(off)'}"

@@ -227,8 +227,13 @@ def test_routed_pools_are_forwarded_without_nat(plan: render.Plan, egress: V6Egr
 def test_client_access_rules_hold_for_ipv6(plan: render.Plan) -> None:
     closed = replace(plan, client_isolation=True)
     forward, local = rules(closed, "forward"), rules(closed, "input_from_clients")
-    assert f"ip6 saddr {POOL_V6} ip6 daddr fe80::/10 drop" in forward
-    assert f"ip6 saddr {POOL_V6} ip6 daddr fd00:ec2::254 drop" in forward  # AWS metadata
+    fenced = rules(closed, "client_fence")  # what the pool's packets jump to first
+    assert forward[:2] == [
+        f"ip saddr {POOL_V4} jump client_fence",
+        f"ip6 saddr {POOL_V6} jump client_fence",
+    ]
+    assert "ip6 daddr fe80::/10 counter drop" in fenced
+    assert "ip6 daddr fd00:ec2::254/128 counter drop" in fenced  # AWS metadata
     assert f"ip6 saddr {POOL_V6} ip6 daddr {POOL_V6} drop" in forward
     assert f"ip6 saddr {POOL_V6} ip6 daddr fe80::/10 drop" in local
     assert local[-1] == f"ip6 saddr {POOL_V6} drop"  # the server's own IPv6 addresses

@@ -61,6 +61,8 @@ VALID: dict[str, list[str]] = {
     "VPN_POOL_V4_STATIC": ["10.10.10.192/26", "192.168.5.128/25"],
     "VPN_POOL_V6": ["fd00:10:10::/112", "fd12:3456::/64"],
     "VPN_DNS": ["198.51.100.53", "192.0.2.1,2001:db8::53", "1.1.1.1 9.9.9.9"],
+    "VPN_CLIENT_DENY": ["192.168.0.0/16", "10.1.2.3, 2001:db8::/32"],
+    "VPN_CLIENT_ALLOW": ["172.17.0.1", "169.254.169.254/32,fd00::/8", "0.0.0.0/0"],
     "VPN_CERT": ["self-signed", "files", "letsencrypt"],
     "ACME_EMAIL": ["admin@example.com"],
     "ACME_DIRECTORY": ["staging", "https://acme.example.com/dir"],

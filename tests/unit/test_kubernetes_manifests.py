@@ -9,6 +9,7 @@ then compared with the image (Dockerfile) and the server's settings model.
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 import re
 import shutil
@@ -117,11 +118,12 @@ def test_every_rendered_resource_is_valid_for_the_target_version(
     for resource in rendered[variant]:
         validate(resource, version)
         kinds.append(resource["kind"])
-    expected = {"Namespace", "ConfigMap", "Secret", "PersistentVolumeClaim", "Deployment"}
+    expected = ["Namespace", "ConfigMap", "Secret", "PersistentVolumeClaim", "Deployment"]
+    expected.append("NetworkPolicy")  # what clients may reach (egress)
     if variant not in {"base", "hostport"}:
-        expected.add("Service")
+        expected.append("Service")
     if variant == "metrics":
-        expected.add("NetworkPolicy")
+        expected.append("NetworkPolicy")  # who may scrape (ingress)
     assert sorted(kinds) == sorted(expected)  # one Secret: with RADIUS, not the users one
 
 
@@ -144,6 +146,7 @@ def test_every_manifest_file_is_valid_on_its_own() -> None:
     assert sorted(checked) == [
         "deployment.yaml",
         "namespace.yaml",
+        "network-policy-egress.yaml",
         "network-policy.yaml",
         "pvc.yaml",
         "service.yaml",
@@ -439,12 +442,22 @@ def test_the_metrics_component_adds_only_the_metrics_port(
     assert {**k8s.pod_stand_in(rendered["loadbalancer"]).env, "VPN_METRICS_PORT": "9814"} == env
 
 
+def ingress_policy(resources: list[Resource]) -> Resource:
+    [policy] = [
+        resource
+        for resource in resources
+        if resource["kind"] == "NetworkPolicy" and "Ingress" in resource["spec"]["policyTypes"]
+    ]
+    spec: Resource = policy["spec"]
+    return spec
+
+
 def test_the_network_policy_lets_anyone_reach_the_vpn_and_only_prometheus_the_metrics(
     rendered: dict[str, list[Resource]],
 ) -> None:
     """Once a NetworkPolicy selects the pod, what it does not allow is dropped: every VPN
     port must be open to all, the metrics (they name users) to the selected pods only."""
-    policy = k8s.find(rendered["metrics"], "NetworkPolicy")["spec"]
+    policy = ingress_policy(rendered["metrics"])
     labels = k8s.find(rendered["metrics"], "Deployment")["spec"]["template"]["metadata"]["labels"]
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
     assert policy["policyTypes"] == ["Ingress"]  # the pod's own connections are not limited
@@ -582,3 +595,110 @@ def test_the_stand_in_refuses_what_it_cannot_translate(
     change(deployment["spec"]["template"]["spec"])
     with pytest.raises(HelperError, match=refusal):
         k8s.pod_stand_in(resources)
+
+
+# --- the egress policy: what VPN clients reach in a cluster ----------------------------------
+
+DNS_PODS = {
+    "namespace": {"kubernetes.io/metadata.name": "kube-system"},
+    "pod": {"k8s-app": "kube-dns"},
+}
+
+
+def egress_allows(
+    policy: Resource, address: str, port: int, protocol: str, peer: Mapping[str, Any] | None = None
+) -> bool:
+    """Whether ``policy`` lets the pod send to ``address`` (a pod with ``peer``'s namespace
+    and pod labels, if given) at ``port``/``protocol``: the NetworkPolicy rules, evaluated."""
+    target = ipaddress.ip_address(address)
+    for rule in policy["egress"]:
+        ports = rule.get("ports")
+        if ports and not any(p["port"] == port and p["protocol"] == protocol for p in ports):
+            continue
+        for to in rule.get("to", []):
+            block = to.get("ipBlock")
+            if block is not None:
+                cidr = ipaddress.ip_network(block["cidr"])
+                excepted = [ipaddress.ip_network(e) for e in block.get("except", [])]
+                if target in cidr and not any(target in e for e in excepted):
+                    return True
+            elif peer is not None:
+                wanted_ns = to.get("namespaceSelector", {}).get("matchLabels", {})
+                wanted_pod = to.get("podSelector", {}).get("matchLabels", {})
+                if (
+                    wanted_ns.items() <= peer["namespace"].items()
+                    and wanted_pod.items() <= peer["pod"].items()
+                ):
+                    return True
+    return False
+
+
+def egress_policy(resources: list[Resource]) -> Resource:
+    [policy] = [
+        resource
+        for resource in resources
+        if resource["kind"] == "NetworkPolicy" and "Egress" in resource["spec"]["policyTypes"]
+    ]
+    spec: Resource = policy["spec"]
+    return spec
+
+
+@pytest.mark.parametrize("variant", PODS)
+def test_every_variant_fences_the_pods_traffic(
+    rendered: dict[str, list[Resource]], variant: str
+) -> None:
+    policy = egress_policy(rendered[variant])
+    labels = k8s.find(rendered[variant], "Deployment")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= labels.items()
+    assert policy["policyTypes"] == ["Egress"]  # who may reach the VPN is the ingress one's
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "protocol"),
+    [
+        ("1.1.1.1", 53, "UDP"),  # the default VPN_DNS
+        ("93.184.215.14", 443, "TCP"),  # anywhere on the internet
+        ("172.65.32.248", 443, "TCP"),  # Let's Encrypt's ACME API
+        ("2606:4700:4700::1111", 443, "TCP"),
+    ],
+)
+def test_clients_and_the_server_reach_the_internet(
+    rendered: dict[str, list[Resource]], address: str, port: int, protocol: str
+) -> None:
+    assert egress_allows(egress_policy(rendered["loadbalancer"]), address, port, protocol)
+
+
+@pytest.mark.parametrize(
+    ("address", "port", "what"),
+    [
+        ("10.96.0.1", 443, "the API server's Service (kubeadm's default range)"),
+        ("172.20.0.1", 443, "the API server's Service (EKS)"),
+        ("34.118.224.1", 443, "not fenced: GKE's public Service range is cluster-specific"),
+        ("10.244.1.7", 8080, "a pod (Flannel's default range)"),
+        ("192.168.12.3", 8080, "a pod (Calico's default range)"),
+        ("100.64.3.9", 8080, "a pod in shared address space (EKS custom networking)"),
+        ("10.0.0.5", 10250, "a node's kubelet"),
+        ("169.254.169.254", 80, "metadata (AWS, GCP, Azure, ...)"),
+        ("100.100.100.200", 80, "Alibaba Cloud metadata"),
+        ("168.63.129.16", 80, "Azure WireServer"),
+        ("fd00:ec2::254", 80, "AWS metadata over IPv6"),
+        ("fd12:3456::1", 443, "a dual-stack cluster's ULA pod or Service"),
+        ("fe80::1", 22, "link-local"),
+    ],
+)
+def test_the_cluster_and_the_platform_are_fenced_off(
+    rendered: dict[str, list[Resource]], address: str, port: int, what: str
+) -> None:
+    allowed = egress_allows(egress_policy(rendered["loadbalancer"]), address, port, "TCP")
+    assert allowed is what.startswith("not fenced"), what
+
+
+def test_dns_goes_to_the_clusters_dns_pods_only(rendered: dict[str, list[Resource]]) -> None:
+    """The server resolves ACME and RADIUS names through the cluster's DNS; nothing else of
+    the cluster is allowed by the pod rule."""
+    policy = egress_policy(rendered["loadbalancer"])
+    for protocol in ("UDP", "TCP"):
+        assert egress_allows(policy, "10.96.0.10", 53, protocol, DNS_PODS)
+    assert not egress_allows(policy, "10.96.0.10", 443, "TCP", DNS_PODS)
+    other = {"namespace": {"kubernetes.io/metadata.name": "default"}, "pod": {"app": "db"}}
+    assert not egress_allows(policy, "10.244.1.9", 53, "UDP", other)

@@ -23,6 +23,7 @@ MODULE_LAYERS = {
     "ikev2_vpn": "base",  # the package's __init__
     "ikev2_vpn.defaults": "base",
     "ikev2_vpn.errors": "base",
+    "ikev2_vpn.fence": "base",  # the client fence, pure: probe checks VPN_DNS, render the rules
     "ikev2_vpn.httpd": "base",  # HTTP server: ACME HTTP-01 (state), profile sharing, metrics (run)
     "ikev2_vpn.sysctl": "base",  # reading and setting sysctls: probe checks them, apply sets them
     "ikev2_vpn.settings": "settings",

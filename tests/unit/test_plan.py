@@ -9,6 +9,7 @@ from planfactory import KERNEL, account, own_ca
 from pydantic import SecretStr
 
 from ikev2_vpn import render
+from ikev2_vpn.fence import Gateway
 from ikev2_vpn.probe import Machine
 from ikev2_vpn.probe.identity import ServerIdentity
 from ikev2_vpn.probe.network import Egress, EgressV6
@@ -20,6 +21,8 @@ MACHINE = Machine(
     egress_v6=EgressV6("eth2", (), ()),
     backend=KERNEL,
     identity=ServerIdentity("vpn.example.net", "public address reported by a test"),
+    gateways=(Gateway(ipaddress.ip_address("172.30.0.1"), "eth1"),),
+    dialled=ipaddress.ip_address("203.0.113.9"),
 )
 DAVE_IP = ipaddress.IPv4Address("10.20.0.130")
 STATE = ServerState(
@@ -44,6 +47,8 @@ def test_every_setting_and_fact_reaches_the_plan(load: Callable[..., Settings]) 
         VPN_POOL_V6_EGRESS="routed",
         VPN_PROFILE_PASSWORDS="omit",
         VPN_PROFILE_ALWAYS_ON="true",
+        VPN_CLIENT_DENY="192.168.0.0/16",
+        VPN_CLIENT_ALLOW="192.168.1.0/24",
     )
     assert render.plan(settings, MACHINE, STATE) == render.Plan(
         host="vpn.example.net",
@@ -61,6 +66,10 @@ def test_every_setting_and_fact_reaches_the_plan(load: Callable[..., Settings]) 
         client_isolation=True,
         allow_server_access=True,
         allow_link_local=True,
+        gateways=MACHINE.gateways,
+        dialled=ipaddress.ip_address("203.0.113.9"),
+        client_deny=(ipaddress.ip_network("192.168.0.0/16"),),
+        client_allow=(ipaddress.ip_network("192.168.1.0/24"),),
         radius=None,
         pool_v6=ipaddress.IPv6Network("fd00:1::/112"),
         pool_v6_egress=V6Egress.ROUTED,

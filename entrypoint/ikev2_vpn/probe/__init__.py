@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from dataclasses import dataclass
 
-from ..settings import Settings
+from .. import fence
+from ..errors import ConfigError
+from ..fence import Fenced, Gateway
+from ..settings import IPAddress, Settings
 from .backend import BackendChoice, choose_backend, probe_kernel, tun_available
 from .identity import ServerIdentity, resolve_identity
 from .network import (
@@ -16,6 +20,7 @@ from .network import (
     check_pool_v6,
     find_egress,
     find_egress_v6,
+    find_gateways,
 )
 
 log = logging.getLogger("ikev2_vpn")
@@ -29,6 +34,10 @@ class Machine:
     egress_v6: EgressV6 | None  # with VPN_POOL_V6 only
     backend: BackendChoice
     identity: ServerIdentity
+    gateways: tuple[Gateway, ...] = ()  # of every network attached: the host, on Docker
+    # VPN_HOST when it is an address other than the container's own (the host's, or its load
+    # balancer's): fenced off from clients.
+    dialled: IPAddress | None = None
 
 
 def machine(settings: Settings) -> Machine:
@@ -42,7 +51,48 @@ def machine(settings: Settings) -> Machine:
     log.info("IPsec backend: %s (%s)", choice.backend, choice.reason)
     identity = resolve_identity(settings, egress)
     log.info("server identity: %s (%s)", identity.host, identity.reason)
-    return Machine(egress, egress_v6, choice, identity)
+    around = find_gateways()
+    dialled = dialled_address(identity, around.addresses)
+    check_dns(settings, client_fence(settings, around.gateways, dialled))
+    return Machine(egress, egress_v6, choice, identity, around.gateways, dialled)
+
+
+def dialled_address(identity: ServerIdentity, own: tuple[IPAddress, ...]) -> IPAddress | None:
+    """VPN_HOST as an address to fence off, unless it is the container's own: packets to
+    those are VPN_ALLOW_SERVER_ACCESS's (a DNS server there, say), never forwarded."""
+    if not identity.is_address:
+        return None
+    address = ipaddress.ip_address(identity.host)
+    return None if address in own else address
+
+
+def client_fence(
+    settings: Settings, gateways: tuple[Gateway, ...], dialled: IPAddress | None
+) -> tuple[Fenced, ...]:
+    """The client fence for these settings on this machine (the plan's, before the plan)."""
+    pools: list[fence.Network] = [settings.pool_v4]
+    if settings.pool_v6 is not None:
+        pools.append(settings.pool_v6)
+    return fence.fence(
+        gateways=gateways,
+        dialled=dialled,
+        deny=settings.client_deny,
+        allow=settings.client_allow,
+        link_local=settings.allow_link_local,
+        pools=pools,
+    )
+
+
+def check_dns(settings: Settings, fenced: tuple[Fenced, ...]) -> None:
+    """A DNS server pushed to clients must be one they can reach."""
+    for server in settings.dns:
+        for entry in fenced:
+            if server in entry.network:
+                raise ConfigError(
+                    "VPN_DNS",
+                    f"{server} is fenced off from VPN clients ({entry.network}: {entry.why})",
+                    "add it to VPN_CLIENT_ALLOW or push another DNS server",
+                )
 
 
 def _egress_v6(settings: Settings) -> EgressV6 | None:

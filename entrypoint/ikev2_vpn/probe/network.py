@@ -14,6 +14,7 @@ from typing import Any
 
 from .. import defaults, sysctl
 from ..errors import ConfigError, SystemSetupError
+from ..fence import Gateway, first_host
 from ..settings import V6Egress
 
 
@@ -54,6 +55,54 @@ def find_egress() -> Egress:
     if address is None:
         raise SystemSetupError(f"the egress interface {interface} has no IPv4 address")
     return Egress(interface, address, tuple(networks))
+
+
+@dataclass(frozen=True)
+class Neighbourhood:
+    """The container's own global addresses and the gateways of its networks."""
+
+    addresses: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]
+    gateways: tuple[Gateway, ...]
+
+
+def find_gateways() -> Neighbourhood:
+    """The gateway address of each of the container's networks (IPv4 and IPv6): the host,
+    on Docker's bridges. A route's gateway where the container has one; on a network
+    without, the address Docker (and most address managers) give the gateway, its first."""
+    families = ["-4"]
+    if (sysctl.PROC_SYS / "net/ipv6").is_dir():
+        families.append("-6")
+    gateways: list[Gateway] = []
+    addresses: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for family in families:
+        routes = _ip_json(family, "route", "show")
+        links = _ip_json(family, "addr", "show", "scope", "global")
+        gateways.extend(gateways_from(routes, links))
+        addresses.extend(
+            ipaddress.ip_address(info["local"])
+            for link in links
+            for info in link.get("addr_info", [])
+            if "local" in info
+        )
+    return Neighbourhood(tuple(addresses), tuple(dict.fromkeys(gateways)))
+
+
+def gateways_from(routes: list[dict[str, Any]], links: list[dict[str, Any]]) -> list[Gateway]:
+    """Gateways in ``ip -j route show`` and ``ip -j addr show scope global`` output (one
+    family). Link-local gateways are left out: nothing forwards to a link-local address."""
+    found: list[Gateway] = []
+    for route in routes:
+        if "gateway" in route and "dev" in route:
+            found.append(Gateway(ipaddress.ip_address(route["gateway"]), str(route["dev"])))
+    for link in links:
+        for info in link.get("addr_info", []):
+            if "local" not in info:  # ip's filter leaves the other scopes as {}
+                continue
+            own = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
+            first = first_host(own.network)
+            if first is not None and first != own.ip:
+                found.append(Gateway(first, str(link["ifname"])))
+    return [gateway for gateway in found if not gateway.address.is_link_local]
 
 
 @dataclass(frozen=True)
