@@ -140,7 +140,13 @@ def classify(answer: bytes) -> str:
 
 
 def flood(
-    server: str, sources: Sequence[str], rate: float, duration: float, port: int = IKE_PORT
+    server: str,
+    sources: Sequence[str],
+    rate: float,
+    duration: float,
+    *,
+    port: int = IKE_PORT,
+    group: int = CURVE25519,
 ) -> dict[str, object]:
     """Send IKE_SA_INITs to ``server`` from ``sources`` in turn; count the answers."""
     sockets = []
@@ -159,7 +165,7 @@ def flood(
         due = int((now - start) * rate) + 1
         while sent < due:
             try:
-                sockets[sent % len(sockets)].sendto(random_request(), (server, port))
+                sockets[sent % len(sockets)].sendto(random_request(group), (server, port))
             except OSError:
                 errors += 1
             sent += 1
@@ -192,8 +198,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="packets per second")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds")
     parser.add_argument("--port", type=int, default=IKE_PORT)
+    parser.add_argument(
+        "--group",
+        type=int,
+        default=CURVE25519,
+        help="key exchange group offered (IANA number); one the server refuses (1, MODP-768) "
+        "makes each request cheap for both sides: charon logs it and answers NO_PROPOSAL_CHOSEN",
+    )
     args = parser.parse_args(argv)
-    result = flood(args.server, args.source, args.rate, args.duration, args.port)
+    result = flood(
+        args.server, args.source, args.rate, args.duration, port=args.port, group=args.group
+    )
     print(json.dumps(result))
 
 
