@@ -136,15 +136,19 @@ class Attacker:
         duration_s: float,
         sources: list[str] | None = None,
         group: int | None = None,
+        answer_cookies: bool = False,
     ) -> FloodResult:
         """Flood for ``duration_s`` seconds at ``rate`` packets per second (blocks).
-        ``group``: the key exchange group offered (None: one the server accepts)."""
+        ``group``: the key exchange group offered (None: one the server accepts);
+        ``answer_cookies``: resend each request with the cookie the server asks for."""
         argv = ["python3", FLOOD_SCRIPT, "--server", self.server_address]
         for source in sources or self.addresses:
             argv += ["--source", source]
         argv += ["--rate", str(rate), "--duration", str(duration_s)]
         if group is not None:
             argv += ["--group", str(group)]
+        if answer_cookies:
+            argv.append("--answer-cookies")
         output = eng.run_checked(self.container, argv)
         try:
             return FloodResult.from_script(json.loads(output))
