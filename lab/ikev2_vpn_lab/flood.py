@@ -229,20 +229,24 @@ def dial_all(client: VpnClient, users: Sequence[str], password: str, prefix: str
 
 
 SLOW_LOGINS_FILE = f"{TOOLS_DIR}/slow_logins.nft"
+# IKE_AUTH requests (exchange type 35) with message ID 3: the strongSwan client's third,
+# which carries the EAP-MSCHAPv2 response (1: IDi, 2: the EAP identity). Every other one is
+# dropped, so the password reaches the server one retransmit after the EAP identity.
 SLOW_LOGINS_NFT = """\
 table inet slow_logins {
     chain output {
         type filter hook output priority filter; policy accept;
-        udp dport 500 @th,208,8 35 numgen inc mod 2 == 0 drop
-        udp dport 4500 @th,64,32 0 @th,240,8 35 numgen inc mod 2 == 0 drop
+        udp dport 500 @th,208,8 35 @th,224,32 3 numgen inc mod 2 == 0 drop
+        udp dport 4500 @th,64,32 0 @th,240,8 35 @th,256,32 3 numgen inc mod 2 == 0 drop
     }
 }
 """
 
 
 def slow_logins(client: VpnClient) -> None:
-    """Make each IKE_AUTH exchange of ``client`` wait for one retransmit (4 s with
-    strongSwan's timers): its every other IKE_AUTH request is dropped on the way out, so an
-    IKE_SA stays half-open between its EAP identity and its password for seconds."""
+    """Make each login of ``client`` wait one retransmit between its EAP identity and its
+    password (4 s with strongSwan's timers, the client's ``retransmit`` otherwise): its
+    every other password message is dropped on the way out. charon gives up on a login
+    that takes longer than its half-open timeout (20 s here)."""
     eng.put_files(client.container, [eng.FileSpec(SLOW_LOGINS_FILE, SLOW_LOGINS_NFT.encode())])
     eng.run_checked(client.container, ["nft", "-f", SLOW_LOGINS_FILE])
