@@ -224,7 +224,7 @@ def test_a_flood_between_guesses_does_not_hide_them(
 # Failures per second the next test causes: more than 16 workers held 2 s each can carry
 # (strongSwan's default), and far more than bans would ever let through.
 FAILING_CLIENTS = 4
-FAILURES_PER_ROUND = 6  # per failing client, once a second
+FAILURES_PER_ROUND = 16  # per failing client, about once a second
 ATTACK_S = 30.0
 CONNECT_BOUND_S = 10.0  # a real user's login during the attack (80 ms without one)
 
