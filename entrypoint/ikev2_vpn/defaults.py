@@ -98,6 +98,20 @@ DOS_CONFIG: Final = {
     "ikesa_table_segments": 16,
 }
 
+# --- Worker threads ------------------------------------------------------------------------
+# A failed EAP-MSCHAPv2 password holds the charon worker that checked it for 2 s
+# (strongSwan's eap-mschapv2 waits before answering, fixed in its code), and a RADIUS login
+# holds one until the server answers. With strongSwan's 16 workers a handful of failures
+# per second would queue every other login behind them. Idle threads cost little memory
+# (docs/security.md, "Failed logins and bans", has the figures), so there are many, and a few
+# are kept for the jobs a login flood must not delay: IKE_AUTH (every login step) runs at
+# charon's LOW priority, IKE_SA_INIT at MEDIUM, DPD and deletes (INFORMATIONAL) at HIGH.
+CHARON_THREADS: Final = 128
+PRIORITY_THREADS: Final = {
+    "high": 4,  # only HIGH and CRITICAL jobs: DPD, deletes, ... always get a worker
+    "medium": 8,  # only MEDIUM and above: new IKE_SA_INITs are answered while logins queue
+}
+
 # --- Network ---------------------------------------------------------------------------
 # Largest TCP MSS that fits through NAT-T encapsulation on a 1500-byte path (and through
 # kernel-libipsec's 1400-byte ipsec0 device).

@@ -351,6 +351,8 @@ def strongswan_conf(plan: Plan) -> str:
         log_level=plan.log_level,
         retransmit_tries=defaults.RETRANSMIT_TRIES,
         dos=defaults.DOS_CONFIG,
+        threads=defaults.CHARON_THREADS,
+        priority_threads=defaults.PRIORITY_THREADS,
         radius=None
         if radius is None
         else {

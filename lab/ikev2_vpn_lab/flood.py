@@ -130,13 +130,25 @@ class Attacker:
         return added
 
     def flood(
-        self, *, rate: float, duration_s: float, sources: list[str] | None = None
+        self,
+        *,
+        rate: float,
+        duration_s: float,
+        sources: list[str] | None = None,
+        group: int | None = None,
+        answer_cookies: bool = False,
     ) -> FloodResult:
-        """Flood for ``duration_s`` seconds at ``rate`` packets per second (blocks)."""
+        """Flood for ``duration_s`` seconds at ``rate`` packets per second (blocks).
+        ``group``: the key exchange group offered (None: one the server accepts);
+        ``answer_cookies``: resend each request with the cookie the server asks for."""
         argv = ["python3", FLOOD_SCRIPT, "--server", self.server_address]
         for source in sources or self.addresses:
             argv += ["--source", source]
         argv += ["--rate", str(rate), "--duration", str(duration_s)]
+        if group is not None:
+            argv += ["--group", str(group)]
+        if answer_cookies:
+            argv.append("--answer-cookies")
         output = eng.run_checked(self.container, argv)
         try:
             return FloodResult.from_script(json.loads(output))
@@ -154,7 +166,11 @@ _ESTABLISHED = re.compile(rf"^{BURST_PREFIX}\d+: #\d+, ESTABLISHED", re.MULTILIN
 
 
 def render_burst_conf(
-    server_address: str, server_id: str, users: Sequence[str], password: str
+    server_address: str,
+    server_id: str,
+    users: Sequence[str],
+    password: str,
+    prefix: str = BURST_PREFIX,
 ) -> str:
     """swanctl.conf for one client that dials as every one of ``users`` at once."""
     environment = jinja2.Environment(
@@ -167,7 +183,7 @@ def render_burst_conf(
     environment.filters["swanctl_value"] = swanctl_value
     template = environment.from_string(lab_client_file("burst.conf.j2").decode())
     return template.render(
-        prefix=BURST_PREFIX,
+        prefix=prefix,
         server_address=swanctl_value(server_address),
         server_id=server_id,
         users=list(users),
@@ -197,3 +213,40 @@ def burst(
             break
         time.sleep(0.2)
     return established, time.monotonic() - start
+
+
+# --- password guessing ---------------------------------------------------------------------------
+
+MODP_768 = 1  # a key exchange group no server accepts: IKE_SA_INITs charon logs and refuses
+
+
+def dial_all(client: VpnClient, users: Sequence[str], password: str, prefix: str) -> None:
+    """Dial as every one of ``users`` at once from ``client``, without waiting for answers.
+    A new ``prefix`` each time makes new connections (the previous ones are unloaded)."""
+    conf = render_burst_conf(client.server_address, client.server_id, users, password, prefix)
+    eng.put_files(client.container, [eng.FileSpec(SWANCTL_CONF, conf.encode(), 0o600)])
+    eng.run_checked(client.container, ["swanctl", "--load-all", "--noprompt"])
+
+
+SLOW_LOGINS_FILE = f"{TOOLS_DIR}/slow_logins.nft"
+# IKE_AUTH requests (exchange type 35) with message ID 3: the strongSwan client's third,
+# which carries the EAP-MSCHAPv2 response (1: IDi, 2: the EAP identity). Every other one is
+# dropped, so the password reaches the server one retransmit after the EAP identity.
+SLOW_LOGINS_NFT = """\
+table inet slow_logins {
+    chain output {
+        type filter hook output priority filter; policy accept;
+        udp dport 500 @th,208,8 35 @th,224,32 3 numgen inc mod 2 == 0 drop
+        udp dport 4500 @th,64,32 0 @th,240,8 35 @th,256,32 3 numgen inc mod 2 == 0 drop
+    }
+}
+"""
+
+
+def slow_logins(client: VpnClient) -> None:
+    """Make each login of ``client`` wait one retransmit between its EAP identity and its
+    password (4 s with strongSwan's timers, the client's ``retransmit`` otherwise): its
+    every other password message is dropped on the way out. charon gives up on a login
+    that takes longer than its half-open timeout (20 s here)."""
+    eng.put_files(client.container, [eng.FileSpec(SLOW_LOGINS_FILE, SLOW_LOGINS_NFT.encode())])
+    eng.run_checked(client.container, ["nft", "-f", SLOW_LOGINS_FILE])

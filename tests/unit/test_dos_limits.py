@@ -60,3 +60,25 @@ def test_ike_sa_table_is_a_hash_table_with_segments() -> None:
     size, segments = (defaults.DOS_CONFIG[k] for k in ("ikesa_table_size", "ikesa_table_segments"))
     assert size & (size - 1) == 0 and segments & (segments - 1) == 0
     assert 1 < segments <= size
+
+
+def test_failed_passwords_cannot_take_every_worker(charon_settings: dict[str, str]) -> None:
+    """Each failed MSCHAPv2 password holds a worker for 2 s: many workers, and some kept for
+    IKE_SA_INIT and DPD, which a login flood must not delay."""
+    threads = int(charon_settings["threads"])
+    assert threads == defaults.CHARON_THREADS >= 64
+    assert sum(defaults.PRIORITY_THREADS.values()) <= threads // 8
+    assert set(defaults.PRIORITY_THREADS) == {"high", "medium"}
+
+
+def test_the_reserved_workers_reach_charon() -> None:
+    plan = make_plan(
+        accounts=(Account(name="alice", password=SecretStr("pw"), source="VPN_USERS"),),
+        dns=(ipaddress.ip_address("192.0.2.53"),),
+        backend=BackendChoice(Backend.USERSPACE, "test", esp_gcm=True),
+        egress_interface="eth1",
+    )
+    text = render.strongswan_conf(plan)
+    block = text[text.index("    processor {") : text.index("filelog {")]
+    found = dict(re.findall(r"^            ([a-z]+) = (\d+)$", block, re.MULTILINE))
+    assert found == {name: str(count) for name, count in defaults.PRIORITY_THREADS.items()}

@@ -98,3 +98,16 @@ def test_flood_result_reads_the_script_output() -> None:
         {"sent": 10, "seconds": 1.0, "rate": 10.0, "sources": 2, "answers": {"cookie": 7}}
     )
     assert result.answers == {"cookie": 7} and result.send_errors == 0
+
+
+def test_a_cookie_is_answered_with_the_same_request_and_the_cookie_first() -> None:
+    request = fl.ike_sa_init(SPI, PUBLIC, NONCE, 1)  # MODP-768: refused, cheap
+    asked = fl.cookie_of(answer([notify(fl.COOKIE, b"c" * 24)]))
+    assert asked == (SPI, b"c" * 24)
+    retry = fl._with_cookie(request, asked[1], 1)
+    found = list(fl.payloads(retry))
+    assert [kind for kind, _ in found] == [fl.NOTIFY, fl.SA, fl.KE, fl.NONCE]
+    assert found[0][1] == struct.pack("!BBH", 0, 0, fl.COOKIE) + b"c" * 24
+    assert list(fl.payloads(request)) == found[1:] and retry[:8] == SPI
+    assert fl.cookie_of(answer([notify(fl.NO_PROPOSAL_CHOSEN)])) is None
+    assert fl._with_cookie(b"", b"c" * 24, 1) == b""  # a request no longer kept

