@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from vicifake import FakeVici, now
 
 from ikev2_vpn import defaults
 from ikev2_vpn.run import bans
@@ -143,29 +144,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-class FakeVici:
-    """charon's IKE_SAs, as ``list-sas`` lists them; records what is terminated."""
-
-    def __init__(self, sas: list[tuple[int, str, str]] | None = None) -> None:
-        self.sas = sas or []  # (unique id, remote address, state)
-        self.terminated: list[dict[str, Any]] = []
-
-    def list_sas(self, filters: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
-        wanted = (filters or {}).get("ike-id")
-        for sa_id, address, state in self.sas:
-            if wanted is None or str(sa_id) == wanted:
-                sa = {"uniqueid": str(sa_id).encode(), "remote-host": address.encode()}
-                yield {"ikev2-vpn": {**sa, "state": state.encode()}}
-
-    def terminate(self, sa: dict[str, Any]) -> Iterator[dict[str, Any]]:
-        self.terminated.append(sa)
-        yield {"msg": b"deleting IKE_SA"}
-
-
-def now(work: Callable[[], object]) -> None:
-    work()
 
 
 @pytest.fixture

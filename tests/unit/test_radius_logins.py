@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 import pytest
+from vicifake import FakeVici, now
 
 from ikev2_vpn.run.bans import BanGuard, FailedLogin, LoginWatch, RadiusSilence
 
@@ -78,7 +79,9 @@ def test_a_silent_server_is_no_failed_login_but_a_silence() -> None:
 
 def test_guesses_through_radius_lead_to_a_ban(caplog: pytest.LogCaptureFixture) -> None:
     commands: list[list[str]] = []
-    guard = BanGuard(2, 20, connect=lambda: None, run=commands.append, radius_servers=SERVERS)
+    guard = BanGuard(
+        2, 20, connect=FakeVici, run=commands.append, radius_servers=SERVERS, in_background=now
+    )
     with caplog.at_level(logging.INFO, logger="ikev2_vpn.run.bans"):
         for sa in (1, 2):
             for event in events(sa, opening(CLIENT, "carol") + REJECTED):
