@@ -30,7 +30,7 @@ from qrcode.image.pure import PyPNGImage
 
 from .. import defaults
 from ..errors import SystemSetupError
-from ..httpd import DualStackServer, QuietHandler
+from ..httpd import HttpServer, StartResponse, WsgiApp, client_address, reply, request_target
 from ..profiles import ProfileInput, android, apple
 
 DEFAULT_LIFETIME_S: Final = 600.0
@@ -113,60 +113,32 @@ def qr_text(text: str) -> str:
 # --- The server ------------------------------------------------------------------------
 
 
-class _Server(DualStackServer):
-    def __init__(
-        self,
-        port: int,
-        files: Mapping[str, SharedFile],
-        deadline: float,
-        on_download: Callable[[SharedFile, str], None],
-    ) -> None:
-        self.files = files
-        self.deadline = deadline
-        self.on_download = on_download
-        super().__init__(port, _Handler)
+def _app(
+    files: Mapping[str, SharedFile],
+    deadline: float,
+    on_download: Callable[[SharedFile, str], None],
+) -> WsgiApp:
+    def share(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        shared = files.get(request_target(environ)) if time.monotonic() < deadline else None
+        if shared is None or method not in {"GET", "HEAD"}:
+            return reply(start_response, 404, b"not found\n", head=method == "HEAD")
+        body = reply(
+            start_response,
+            200,
+            shared.content,
+            shared.content_type,
+            [
+                ("Content-Disposition", f'attachment; filename="{shared.name}"'),
+                ("Cache-Control", "no-store"),
+            ],
+            head=method == "HEAD",
+        )
+        if method == "GET":
+            on_download(shared, client_address(environ))
+        return body
 
-    def lookup(self, path: str) -> SharedFile | None:
-        if time.monotonic() >= self.deadline:
-            return None
-        return self.files.get(path)
-
-
-class _Handler(QuietHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        shared = self.server.lookup(self.path)
-        if shared is None:
-            self._not_found()
-            return
-        self._send(shared)
-        self.wfile.write(shared.content)
-        # IPv4 clients reach the dual-stack socket as ::ffff:a.b.c.d
-        self.server.on_download(shared, self.client_address[0].removeprefix("::ffff:"))
-
-    def do_HEAD(self) -> None:
-        shared = self.server.lookup(self.path)
-        if shared is None:
-            self._not_found()
-        else:
-            self._send(shared)
-
-    def _send(self, shared: SharedFile) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", shared.content_type)
-        self.send_header("Content-Length", str(len(shared.content)))
-        self.send_header("Content-Disposition", f'attachment; filename="{shared.name}"')
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-
-    def _not_found(self) -> None:
-        body = b"not found\n" if self.command != "HEAD" else b""
-        self.send_response(404)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(b"not found\n")))
-        self.end_headers()
-        self.wfile.write(body)
+    return share
 
 
 class ShareServer:
@@ -210,20 +182,15 @@ class ShareServer:
         self.deadline = time.monotonic() + self.lifetime
         files = MappingProxyType({self.path(shared): shared for shared in self.files})
         try:
-            self._server = _Server(self.port, files, self.deadline, self._on_download)
+            self._server = HttpServer(
+                self.port, _app(files, self.deadline, self._on_download), "share"
+            )
         except OSError as exc:
             raise SystemSetupError(
                 f"cannot listen on TCP port {self.port} to share profiles ({exc.strerror}); "
                 "stop what uses it (a Let's Encrypt renewal holds it only while the CA "
                 "validates) and try again"
             ) from None
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},  # how long closing the port may take
-            name="share",
-            daemon=True,
-        )
-        self._thread.start()
         return self
 
     def wait(self) -> bool:
@@ -235,9 +202,7 @@ class ShareServer:
         self._stop.set()
 
     def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.close()
 
 
 # --- The command -----------------------------------------------------------------------
