@@ -297,7 +297,12 @@ def share_main(argv: list[str]) -> int:
         # The shared copies never hold a password, so none is looked up.
         account = Account(name=args.name, password=SecretStr("-"), source="share")
         profile = profile_for(
-            settings, account, host=facts.host, ca=facts.ca, esp_gcm=facts.esp_gcm
+            settings,
+            account,
+            host=facts.host,
+            ca=facts.ca,
+            esp_gcm=facts.esp_gcm,
+            signer=facts.signer(),
         )
         share.serve(
             profile,

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from html import escape
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, TextIO
@@ -31,7 +32,8 @@ from qrcode.image.pure import PyPNGImage
 from .. import defaults
 from ..errors import SystemSetupError
 from ..httpd import HttpServer, StartResponse, WsgiApp, client_address, reply, request_target
-from ..profiles import ProfileInput, android, apple
+from ..profiles import ProfileInput, android, apple, ca_fingerprint
+from ..profiles.templating import render_profile
 
 DEFAULT_LIFETIME_S: Final = 600.0
 HTTP_PORT: Final = defaults.ACME_HTTP_PORT  # published by compose.yaml for ACME HTTP-01
@@ -80,7 +82,26 @@ def shared_files(profile: ProfileInput) -> tuple[SharedFile, ...]:
                 "Android built-in client: the CA certificate to install first",
             )
         )
-    return tuple(files)
+    return (*files, _page(profile, files))
+
+
+PAGE_LABEL: Final = "This page: every link, and how to check what you install"
+
+
+def _page(profile: ProfileInput, files: Sequence[SharedFile]) -> SharedFile:
+    """The share's own page (its link ends in ``/``): the files, the CA's fingerprint and
+    why the links are plain HTTP."""
+    html = render_profile(
+        "share.html.j2",
+        user=escape(profile.user),
+        host=escape(profile.host),
+        files=[
+            {"href": quote(shared.name), "name": escape(shared.name), "label": escape(shared.label)}
+            for shared in files
+        ],
+        fingerprint=ca_fingerprint(profile.ca) if profile.ca is not None else None,
+    )
+    return SharedFile("", html.encode(), "text/html; charset=utf-8", PAGE_LABEL)
 
 
 # --- QR codes --------------------------------------------------------------------------
@@ -128,10 +149,12 @@ def _app(
             200,
             shared.content,
             shared.content_type,
-            [
-                ("Content-Disposition", f'attachment; filename="{shared.name}"'),
-                ("Cache-Control", "no-store"),
-            ],
+            [("Cache-Control", "no-store")]
+            + (
+                [("Content-Disposition", f'attachment; filename="{shared.name}"')]
+                if shared.name
+                else []
+            ),
             head=method == "HEAD",
         )
         if method == "GET":
@@ -139,6 +162,13 @@ def _app(
         return body
 
     return share
+
+
+def _headers(shared: SharedFile) -> list[tuple[str, str]]:
+    headers = [("Cache-Control", "no-store")]
+    if shared.name:  # a file to save, not the page
+        headers.append(("Content-Disposition", f'attachment; filename="{shared.name}"'))
+    return headers
 
 
 class ShareServer:
@@ -241,6 +271,19 @@ def serve(
             "for it. Each link works only until the time is up (or Ctrl-C).",
             file=out,
         )
+        if profile.ca is not None:
+            print(
+                "They are plain HTTP because the server's certificate comes from its own CA, "
+                "which phones do not trust yet: before trusting that CA on a device, compare "
+                f"its SHA-256 fingerprint with this one:\n  {ca_fingerprint(profile.ca)}",
+                file=out,
+            )
+        if profile.signer is not None:
+            print(
+                "The Apple profile is signed by the server's certificate: iOS and macOS "
+                "refuse it if it was changed on the way.",
+                file=out,
+            )
         urls = {shared.name: server.url(profile.host, shared, public_port) for shared in files}
         for shared in files:
             print(f"\n{shared.label}:\n{urls[shared.name]}\n", file=out)
@@ -265,7 +308,7 @@ def _pngs(png_dir: Path | None, urls: Mapping[str, str]) -> Iterator[list[Path]]
         if png_dir is not None:
             png_dir.mkdir(parents=True, exist_ok=True)
             for name, url in urls.items():
-                path = png_dir / f"qr-{name}.png"
+                path = png_dir / f"qr-{name or 'page'}.png"
                 path.write_bytes(qr_png(url))
                 written.append(path)
         yield written

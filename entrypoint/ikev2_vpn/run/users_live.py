@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 from pydantic import SecretStr
 from vici.exception import CommandException, SessionException
 
 from .. import defaults, render
 from ..apply.files import write_users_configuration
 from ..apply.profile_writer import profile_for, remove_profiles, write_profiles
+from ..profiles import Signer
 from ..settings import Account, Settings, check_username
 from ..state.files import atomic_write
 from ..state.users import (
@@ -80,18 +81,39 @@ class ServerFacts:
     host: str  # the identity clients dial (may have been detected at start)
     esp_gcm: bool  # the IPsec backend's ability: decides the ESP proposals
     ca_pem: str | None  # the CA clients import (self-signed), for profiles
+    # What signs Apple profiles: the server certificate and chain (PEM), and where its key
+    # is (the key itself stays in its 0600 file; this file is 0644).
+    signer_pem: str | None = None
+    signer_key_path: str | None = None
 
     @property
     def ca(self) -> x509.Certificate | None:
         return x509.load_pem_x509_certificate(self.ca_pem.encode()) if self.ca_pem else None
 
+    def signer(self) -> Signer | None:
+        if not self.signer_pem or not self.signer_key_path:
+            return None
+        leaf, *chain = x509.load_pem_x509_certificates(self.signer_pem.encode())
+        try:
+            key = load_pem_private_key(Path(self.signer_key_path).read_bytes(), password=None)
+        except (OSError, ValueError) as exc:
+            raise UsersError(
+                f"cannot read the server key {self.signer_key_path} to sign Apple profiles "
+                f"({exc.__class__.__name__}); restart the container"
+            ) from None
+        return Signer(leaf, tuple(chain), key)
+
 
 def write_facts(plan: render.Plan, path: Path = FACTS) -> None:
-    ca = plan.credentials.ca
+    credentials = plan.credentials
+    ca = credentials.ca
+    chain = [credentials.leaf, *credentials.intermediates, *([ca] if ca else [])]
     facts = {
         "host": plan.host,
         "esp_gcm": plan.backend.esp_gcm,
         "ca_pem": ca.public_bytes(Encoding.PEM).decode() if ca else None,
+        "signer_pem": "".join(cert.public_bytes(Encoding.PEM).decode() for cert in chain),
+        "signer_key_path": str(credentials.key_path),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(facts).encode(), mode=0o644)
@@ -104,7 +126,13 @@ def forget_facts(path: Path = FACTS) -> None:
 def read_facts(path: Path = FACTS) -> ServerFacts:
     try:
         facts = json.loads(path.read_text())
-        return ServerFacts(str(facts["host"]), bool(facts["esp_gcm"]), facts["ca_pem"])
+        return ServerFacts(
+            str(facts["host"]),
+            bool(facts["esp_gcm"]),
+            facts["ca_pem"],
+            facts.get("signer_pem"),
+            facts.get("signer_key_path"),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         raise UsersError(
             "the server is not running yet (it has not finished starting); "
@@ -337,6 +365,7 @@ class LiveUsers:
             host=self.facts.host,
             ca=self.facts.ca,
             esp_gcm=self.facts.esp_gcm,
+            signer=self.facts.signer(),
         )
         write_profiles(profile, self.data_dir)
 
