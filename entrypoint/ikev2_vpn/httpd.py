@@ -144,17 +144,19 @@ class HttpServer:
         """Close the port and every connection; returns when the server thread is done."""
         from waitress import wasyncore
 
-        stopped = threading.Event()
-
-        def stop() -> None:  # in the server's thread: waitress's map is not thread-safe
+        # The answering threads first: one that finishes a request wakes the server thread
+        # through its trigger pipe, which must still be open then.
+        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+        if not self._thread.is_alive():
             wasyncore.close_all(self._server._map, ignore_all=True)
-            stopped.set()
+            return
+
+        def stop() -> None:  # in the server's thread: only it may touch waitress's map
+            wasyncore.close_all(self._server._map, ignore_all=True)
 
         self._server.trigger.pull_trigger(stop)
-        if not stopped.wait(timeout=5):  # the thread is gone: close from here
-            wasyncore.close_all(self._server._map, ignore_all=True)
-        self._thread.join(timeout=5)
-        self._server.task_dispatcher.shutdown(timeout=5)
+        # Closing from here too could close a descriptor twice, by then someone else's: wait.
+        self._thread.join(timeout=60)
 
     def __enter__(self) -> HttpServer:
         return self
