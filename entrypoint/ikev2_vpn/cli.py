@@ -248,6 +248,8 @@ Serve one user's Apple (.mobileconfig) and Android (.sswan) profiles on the cont
 TCP port 80 for a few minutes, under a new random link, and print a QR code of each link
 for the phone's camera (PNG copies in /data/share/<user>/ while the links work). The
 links are plain HTTP, so the shared copies never contain the password: the device asks.
+The Apple profile is signed by the server's certificate; with a self-signed certificate,
+the output and the share's page give the CA's SHA-256 fingerprint to compare.
 """
 
 
