@@ -17,6 +17,7 @@ One listening socket for IPv4 and IPv6 where the kernel has IPv6, IPv4 only wher
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import socket
@@ -151,12 +152,23 @@ class HttpServer:
             wasyncore.close_all(self._server._map, ignore_all=True)
             return
 
-        def stop() -> None:  # in the server's thread: only it may touch waitress's map
-            wasyncore.close_all(self._server._map, ignore_all=True)
+        trigger = self._server.trigger
 
-        self._server.trigger.pull_trigger(stop)
-        # Closing from here too could close a descriptor twice, by then someone else's: wait.
+        def stop() -> None:  # in the server's thread: only it may touch waitress's map
+            for dispatcher in list(self._server._map.values()):
+                with contextlib.suppress(OSError):
+                    if dispatcher is self._server:  # its own close() closes the trigger too
+                        wasyncore.dispatcher.close(dispatcher)
+                    elif dispatcher is not trigger:
+                        dispatcher.close()
+            # Out of the map (the loop then ends), but open: this thunk can run before the
+            # pull below has written its byte to the pipe.
+            trigger.del_channel()
+
+        trigger.pull_trigger(stop)
         self._thread.join(timeout=60)
+        if not self._thread.is_alive():
+            trigger.close()
 
     def __enter__(self) -> HttpServer:
         return self
