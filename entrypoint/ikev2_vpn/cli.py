@@ -17,7 +17,6 @@ import ipaddress
 import json
 import logging
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -252,6 +251,8 @@ Serve one user's Apple (.mobileconfig) and Android (.sswan) profiles on the cont
 TCP port 80 for a few minutes, under a new random link, and print a QR code of each link
 for the phone's camera (PNG copies in /data/share/<user>/ while the links work). The
 links are plain HTTP, so the shared copies never contain the password: the device asks.
+The Apple profile is signed by the server's certificate; with a self-signed certificate,
+the output and the share's page give the CA's SHA-256 fingerprint to compare.
 """
 
 
@@ -301,7 +302,12 @@ def share_main(argv: list[str]) -> int:
         # The shared copies never hold a password, so none is looked up.
         account = Account(name=args.name, password=SecretStr("-"), source="share")
         profile = profile_for(
-            settings, account, host=facts.host, ca=facts.ca, esp_gcm=facts.esp_gcm
+            settings,
+            account,
+            host=facts.host,
+            ca=facts.ca,
+            esp_gcm=facts.esp_gcm,
+            signer=facts.signer(),
         )
         share.serve(
             profile,
@@ -348,10 +354,9 @@ def ca_parser() -> argparse.ArgumentParser:
 def ca_main(argv: list[str]) -> int:
     ca_parser().parse_args(argv)
     _configure_users_logging()
-    from cryptography.hazmat.primitives import serialization
 
     from . import defaults
-    from .run.users_live import LiveUsers, UsersError, running_facts, save_facts
+    from .run.users_live import LiveUsers, UsersError, running_facts, save_facts, server_facts
     from .run.vici_session import connect
     from .settings import CertSource, load_settings
     from .state import pki
@@ -373,11 +378,11 @@ def ca_main(argv: list[str]) -> int:
         print(f"new CA for {host}: {pki.describe_ca(rotation.new)}")
         print(f"the previous CA and server certificate are kept in {rotation.retired}")
         if facts is not None and facts.ca is not None:  # the running server uses the CA
-            pem = rotation.new.public_bytes(serialization.Encoding.PEM).decode()
-            facts = replace(facts, ca_pem=pem)
+            credentials = pki.ensure_self_signed(defaults.DATA_DIR, host)  # the new ones
+            facts = server_facts(host, facts.esp_gcm, credentials)
             save_facts(facts)
             if not settings.radius_servers:
-                LiveUsers(settings, facts, connect).refresh_profiles()
+                LiveUsers(settings, facts, connect, data_dir=defaults.DATA_DIR).refresh_profiles()
                 print(f"client profiles in {defaults.DATA_DIR / 'clients'} carry the new CA")
             print(
                 "restart the container to serve the new certificate; until then it serves "

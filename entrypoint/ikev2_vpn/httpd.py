@@ -1,45 +1,235 @@
 """The small HTTP servers the container runs: on its TCP port 80 for a while, the ACME HTTP-01
 responder (state) and profile sharing (run); the metrics endpoint (run). Shared by several
-pipeline steps, so it belongs to none of them. One listening socket for IPv4 and IPv6 where
-the kernel has IPv6, IPv4 only where it does not."""
+pipeline steps, so it belongs to none of them.
+
+Each is a WSGI application served by waitress (Debian's python3-waitress): one thread reads
+every connection without blocking and a fixed pool of two threads answers, so a connection
+costs a few kilobytes, not a thread. What a client can hold is bounded (:data:`LIMITS`):
+
+- connections in all, and from one address (more from it are closed at once);
+- how long a connection may live, counted from its accept: a client that sends a byte now
+  and then (slowloris) is closed when that time is up, however busy it looks;
+- how long it may stay silent, and the size of a request's headers and body (431, 413).
+
+Malformed requests get waitress's 400 and no traceback; nothing is logged per request.
+One listening socket for IPv4 and IPv6 where the kernel has IPv6, IPv4 only where it does not.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import logging
 import socket
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, ClassVar
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Final
+from urllib.parse import quote
+
+from waitress.adjustments import Adjustments
+from waitress.server import TcpWSGIServer
 
 _NO_IPV6 = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL}
 
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 
-class DualStackServer(ThreadingHTTPServer):
-    daemon_threads = True
-    address_family = socket.AF_INET6
 
-    def __init__(self, port: int, handler: type[BaseHTTPRequestHandler]) -> None:
+@dataclass(frozen=True)
+class Limits:
+    connections: int = 64  # open at once, from everywhere
+    per_address: int = 8  # open at once from one client address
+    lifetime_s: float = 10.0  # from accept to close, whatever the client sends
+    idle_s: float = 5.0  # silent that long: closed
+    header_bytes: int = 8192
+    body_bytes: int = 1024  # nothing here takes a body
+
+
+LIMITS: Final = Limits()
+
+
+def _dual_stack_socket(port: int) -> socket.socket:
+    try:
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError as exc:
+        if exc.errno not in _NO_IPV6:
+            raise
+        return _bound(socket.socket(socket.AF_INET, socket.SOCK_STREAM), ("0.0.0.0", port))  # noqa: S104 - the clients are remote
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 too, as ::ffff:a.b.c.d
+    try:
+        return _bound(sock, ("::", port))
+    except OSError as exc:
+        if exc.errno not in _NO_IPV6:
+            raise
+        return _bound(socket.socket(socket.AF_INET, socket.SOCK_STREAM), ("0.0.0.0", port))  # noqa: S104
+
+
+def _bound(sock: socket.socket, address: tuple[str, int]) -> socket.socket:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Server(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no type hints
+    """waitress's server with two limits it lacks: connections per address and a lifetime."""
+
+    limits: Limits
+
+    def handle_accept(self) -> None:
         try:
-            super().__init__(("::", port), handler)
-        except OSError as exc:
-            if exc.errno not in _NO_IPV6:
-                raise
-            self.address_family = socket.AF_INET
-            super().__init__(("0.0.0.0", port), handler)  # noqa: S104 - the clients are remote
+            pair = self.accept()
+        except OSError:
+            return
+        if pair is None:
+            return
+        conn, addr = pair
+        peers = (channel.addr[0] for channel in self.active_channels.values())
+        if sum(peer == addr[0] for peer in peers) >= self.limits.per_address:
+            conn.close()
+            return
+        try:
+            self.set_socket_options(conn)
+        except OSError:  # the client already left
+            conn.close()
+            return
+        self.channel_class(self, conn, self.fix_addr(addr), self.adj, map=self._map)
 
-    def server_bind(self) -> None:
-        if self.address_family == socket.AF_INET6:  # one socket for IPv4 and IPv6
-            self.socket.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        super().server_bind()
+    def maintenance(self, now: float) -> None:
+        super().maintenance(now)  # the idle ones
+        born_before = now - self.limits.lifetime_s
+        for channel in self.active_channels.values():
+            if channel.creation_time < born_before:
+                channel.will_close = True
 
 
-class QuietHandler(BaseHTTPRequestHandler):
-    """No version banner, no keep-alive, a read timeout, and no line per request: callers
-    log what matters (answers, downloads); scanners hitting port 80 are not news."""
+class HttpServer:
+    """``app`` served on TCP ``port`` at every address of the container, in a daemon thread
+    named ``name``, from construction until :meth:`close` (or the end of a ``with`` block).
+    Raises OSError when the port cannot be opened."""
 
-    server_version = "ikev2-vpn"
-    sys_version = ""
-    protocol_version = "HTTP/1.0"
-    timeout: ClassVar[float] = 10.0
+    def __init__(self, port: int, app: WsgiApp, name: str, limits: Limits = LIMITS) -> None:
+        sock = _dual_stack_socket(port)
+        adjustments = Adjustments(
+            sockets=[sock],
+            threads=2,
+            connection_limit=limits.connections,
+            channel_timeout=limits.idle_s,
+            cleanup_interval=0.5,  # how often idle and old connections are closed
+            asyncore_loop_timeout=0.5,
+            max_request_header_size=limits.header_bytes,
+            max_request_body_size=limits.body_bytes,
+            ident="ikev2-vpn",
+            expose_tracebacks=False,
+            log_socket_errors=False,
+        )
+        sockinfo = (sock.family, sock.type, sock.proto, sock.getsockname())
+        server_class = type("Server", (_Server,), {"limits": limits})
+        self._server = server_class(
+            app, {}, True, sock, adj=adjustments, bind_socket=False, sockinfo=sockinfo
+        )
+        self.port: int = sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
 
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
+    def _run(self) -> None:
+        self._server.run()
+
+    def close(self) -> None:
+        """Close the port and every connection; returns when the server thread is done."""
+        from waitress import wasyncore
+
+        # The answering threads first: one that finishes a request wakes the server thread
+        # through its trigger pipe, which must still be open then.
+        self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)
+        if not self._thread.is_alive():
+            wasyncore.close_all(self._server._map, ignore_all=True)
+            return
+
+        trigger = self._server.trigger
+
+        def stop() -> None:  # in the server's thread: only it may touch waitress's map
+            for dispatcher in list(self._server._map.values()):
+                with contextlib.suppress(OSError):
+                    if dispatcher is self._server:  # its own close() closes the trigger too
+                        wasyncore.dispatcher.close(dispatcher)
+                    elif dispatcher is not trigger:
+                        dispatcher.close()
+            # Out of the map (the loop then ends), but open: this thunk can run before the
+            # pull below has written its byte to the pipe.
+            trigger.del_channel()
+
+        trigger.pull_trigger(stop)
+        self._thread.join(timeout=60)
+        if not self._thread.is_alive():
+            trigger.close()
+
+    def __enter__(self) -> HttpServer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def reply(
+    start_response: StartResponse,
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain",
+    headers: Iterable[tuple[str, str]] = (),
+    *,
+    head: bool = False,
+) -> list[bytes]:
+    """Start a response with its length and type; the body to return (empty for HEAD)."""
+    start_response(
+        f"{status} {_REASONS.get(status, '')}".rstrip(),
+        [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers],
+    )
+    return [] if head else [body]
+
+
+def request_target(environ: dict[str, Any]) -> str:
+    """The path and query as the client sent them (waitress hands the path decoded)."""
+    query = environ.get("QUERY_STRING", "")
+    return quote(environ["PATH_INFO"]) + (f"?{query}" if query else "")
+
+
+def client_address(environ: dict[str, Any]) -> str:
+    """The client's address (IPv4 clients reach the dual-stack socket as ::ffff:a.b.c.d)."""
+    return str(environ.get("REMOTE_ADDR", "")).removeprefix("::ffff:")
+
+
+_REASONS: Final = {200: "OK", 404: "Not Found", 405: "Method Not Allowed"}
+
+# Overloaded queues are the point of the limits, not news, and "connection limit reached"
+# lines come in pairs per wave: one warning per minute at most is plenty.
+logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+class _OncePerMinute(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._last = -60.0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return False
+        now = time.monotonic()
+        if now - self._last < 60:
+            return False
+        self._last = now
+        return True
+
+
+logging.getLogger("waitress").addFilter(_OncePerMinute())

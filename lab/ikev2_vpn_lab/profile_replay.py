@@ -130,10 +130,22 @@ def _apple_proposal(params: object, what: str, *, ike: bool, with_group: bool) -
     return "-".join(parts)
 
 
+def mobileconfig_plist(data: bytes) -> bytes:
+    """The property list of a profile, signed or not: a signed one (CMS SignedData, DER)
+    embeds it byte for byte. This reads it without checking the signature."""
+    start, end = data.find(b"<?xml"), data.find(_PLIST_END)
+    if data[:1] != b"0" or start < 0 or end < 0:  # not DER: the plain property list
+        return data
+    return data[start : end + len(_PLIST_END)]
+
+
+_PLIST_END = b"</plist>\n"
+
+
 def parse_mobileconfig(data: bytes) -> ReplayedProfile:
-    """An Apple configuration profile with one IKEv2 VPN payload."""
+    """An Apple configuration profile with one IKEv2 VPN payload (signed or not)."""
     try:
-        document = plistlib.loads(data)
+        document = plistlib.loads(mobileconfig_plist(data))
     except (plistlib.InvalidFileException, ValueError) as error:
         raise ProfileFormatError(f"not a property list: {error}") from None
     payloads = document.get("PayloadContent", []) if isinstance(document, dict) else []

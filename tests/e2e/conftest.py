@@ -10,7 +10,8 @@ is sent to public addresses.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import subprocess
+from collections.abc import Callable, Iterator
 
 import docker
 import pytest
@@ -80,3 +81,22 @@ def pebble_image(lab_images: LabImages) -> str:
 def radius_image(lab_images: LabImages) -> str:
     """The image of FreeRADIUS (Debian's package)."""
     return lab_images.radius
+
+
+CmsVerify = Callable[[bytes, bytes], "subprocess.CompletedProcess[bytes]"]
+
+
+@pytest.fixture(scope="session")
+def cms_verify(tmp_path_factory: pytest.TempPathFactory) -> CmsVerify:
+    """`openssl cms -verify` on the host: a signed profile (DER) against one trusted root
+    (PEM) and nothing else; the signed content on success."""
+    directory = tmp_path_factory.mktemp("cms")
+
+    def verify(signed: bytes, root_pem: bytes) -> subprocess.CompletedProcess[bytes]:
+        (directory / "signed.der").write_bytes(signed)
+        (directory / "root.pem").write_bytes(root_pem)
+        command = ["openssl", "cms", "-verify", "-inform", "DER", "-binary", "-purpose", "any"]
+        command += ["-in", str(directory / "signed.der"), "-CAfile", str(directory / "root.pem")]
+        return subprocess.run(command, capture_output=True, check=False)
+
+    return verify

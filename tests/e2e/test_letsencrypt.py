@@ -10,9 +10,12 @@ Every name used resolves on the lab network (Docker aliases); none reaches publi
 from __future__ import annotations
 
 import io
+import plistlib
 import re
+import subprocess
 import tarfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -26,6 +29,8 @@ from ikev2_vpn_helper.server import Server
 from ikev2_vpn_helper.vpnclient import VpnClient
 from ikev2_vpn_lab.lab import Lab
 from ikev2_vpn_lab.pebble import Pebble
+
+CmsVerify = Callable[[bytes, bytes], subprocess.CompletedProcess[bytes]]  # conftest's
 
 HOST = "vpn.example.test"
 CA_BUNDLE = "/run/acme/ca.pem"  # where the server finds the CA of Pebble's HTTPS certificate
@@ -193,6 +198,25 @@ def test_restart_reuses_the_certificate_without_a_new_order(
     assert pebble.order_count() == orders
     assert served_certificate(issued).serial_number == served.serial_number
     connect(lab, pebble, issued)
+
+
+def test_the_apple_profile_is_signed_by_the_public_certificate(
+    pebble: Pebble, issued: Server, cms_verify: CmsVerify
+) -> None:
+    """A device that trusts only the public CA (Pebble's root) verifies the profile, and
+    notices a change to it: no CA payload is needed to trust it."""
+    chunks, _ = issued.container.get_archive(f"/data/clients/{USER}/apple.mobileconfig")
+    with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as archive:
+        handle = archive.extractfile(archive.getmembers()[0])
+        assert handle is not None
+        signed = handle.read()
+    verified = cms_verify(signed, pebble.root_pem())
+    assert verified.returncode == 0, verified.stderr
+    profile = plistlib.loads(verified.stdout)
+    assert not [p for p in profile["PayloadContent"] if p["PayloadType"].endswith(".root")]
+    tampered = signed.replace(HOST.encode(), b"x" + HOST.encode()[1:], 1)
+    assert tampered != signed
+    assert cms_verify(tampered, pebble.root_pem()).returncode != 0
 
 
 # --- renewal -----------------------------------------------------------------------------------

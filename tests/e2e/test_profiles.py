@@ -3,20 +3,26 @@ helper, and rewritten when the server's address changes (same volume, new settin
 
 from __future__ import annotations
 
+import base64
 import plistlib
 import re
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography import x509
 
-from ikev2_vpn.profiles import linux
+from ikev2_vpn.profiles import ca_fingerprint, linux
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.errors import HelperError
 from ikev2_vpn_helper.profiles import fetch_profiles
 from ikev2_vpn_helper.server import Server
 from ikev2_vpn_lab import readback
 from ikev2_vpn_lab.lab import Lab
-from ikev2_vpn_lab.profile_replay import parse_nmconnection, parse_settings
+from ikev2_vpn_lab.profile_replay import mobileconfig_plist, parse_nmconnection, parse_settings
+
+CmsVerify = Callable[[bytes, bytes], subprocess.CompletedProcess[bytes]]  # conftest's
 
 HOST = "vpn.example.test"
 NEW_HOST = "moved.vpn.example.test"  # under HOST: the CA, constrained to HOST, signs for it
@@ -59,7 +65,7 @@ def fetch(server: Server, user: str, out: Path) -> dict[str, bytes]:
 
 def remote_address(files: dict[str, bytes]) -> dict[str, str]:
     """What each profile dials."""
-    apple = plistlib.loads(files["apple.mobileconfig"])
+    apple = plistlib.loads(mobileconfig_plist(files["apple.mobileconfig"]))
     vpn = next(p for p in apple["PayloadContent"] if p["PayloadType"] == "com.apple.vpn.managed")
     script = files["windows.ps1"].decode("utf-8-sig")
     swanctl = next(name for name in files if name.endswith(linux.SWANCTL_SUFFIX))
@@ -110,7 +116,7 @@ def test_every_user_gets_every_profile(first: tuple[Server, str], tmp_path: Path
         script = files["windows.ps1"].decode("utf-8-sig")
         assert password not in script
         readback.parse_ipsec_configuration(script)  # one machine-readable line
-        apple = plistlib.loads(files["apple.mobileconfig"])
+        apple = plistlib.loads(mobileconfig_plist(files["apple.mobileconfig"]))
         vpn = next(p for p in apple["PayloadContent"] if p["PayloadType"].endswith("managed"))
         assert vpn["IKEv2"]["AuthName"] == user
         assert vpn["IKEv2"]["AuthPassword"] == password  # VPN_PROFILE_PASSWORDS=include
@@ -150,15 +156,17 @@ def test_a_new_address_rewrites_them_and_removed_users_lose_theirs(
 
 
 SHARE_FETCH = """
-import sys, urllib.request, urllib.error
+import base64, sys, urllib.request, urllib.error
 url = sys.argv[1]
 with urllib.request.urlopen(url, timeout=5) as reply:
     print(reply.headers.get_content_type())
-    print(reply.read().decode())
+    print(base64.b64encode(reply.read()).decode())
 """
 
 
-def test_share_serves_password_free_phone_profiles_by_a_one_time_link(lab: Lab) -> None:
+def test_share_serves_password_free_phone_profiles_by_a_one_time_link(
+    lab: Lab, cms_verify: CmsVerify
+) -> None:
     """`ikev2-vpn share alice` inside the container: a phone (here: another container on the
     server's network) fetches the profiles from the printed link; nothing else is served."""
     alice = {"alice": USERS["alice"]}
@@ -187,13 +195,20 @@ def test_share_serves_password_free_phone_profiles_by_a_one_time_link(lab: Lab) 
         result = eng.run_in(phone.container, ["python3", "-c", SHARE_FETCH, url])
         assert result.exit_code == 0, result.stderr
         kind, _, body = result.stdout.partition("\n")
-        return kind, body.encode()
+        return kind, base64.b64decode(body)
 
     kind, body = get(links["apple.mobileconfig"])
     assert kind == "application/x-apple-aspen-config"
-    vpn = next(
-        p for p in plistlib.loads(body)["PayloadContent"] if p["PayloadType"].endswith("managed")
-    )
+    # Signed by the server certificate: verified against the server's own CA, which the
+    # printed fingerprint lets a person check; a changed byte breaks the signature.
+    ca_pem = server.ca_certificate()
+    assert ca_fingerprint(x509.load_pem_x509_certificate(ca_pem)) in printed
+    verified = cms_verify(body, ca_pem)
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout == mobileconfig_plist(body)
+    assert cms_verify(body.replace(HOST.encode(), b"x" + HOST.encode()[1:], 1), ca_pem).returncode
+    payloads = plistlib.loads(verified.stdout)["PayloadContent"]
+    vpn = next(p for p in payloads if p["PayloadType"].endswith("managed"))
     assert vpn["IKEv2"]["RemoteAddress"] == HOST
     assert "AuthPassword" not in vpn["IKEv2"]  # plain HTTP: the device asks for it
     assert USERS["alice"].encode() not in get(links["android.sswan"])[1]

@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 
 from ikev2_vpn import cli, defaults
+from ikev2_vpn.run import users_live
 from ikev2_vpn.state.pki import ca_fingerprint, ensure_self_signed
 
 HOST = "vpn.example.com"
@@ -87,3 +88,25 @@ def test_ca_help_explains_rotation(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert "/data/pki/retired/" in out
     assert "docker compose run --rm vpn ca rotate" in out
+
+
+def test_rotate_on_a_running_server_signs_later_profiles_with_the_new_certificate(
+    environment: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The facts `users` and `share` read name the new CA and the new server certificate,
+    whose key is the one now in /data (an old certificate with the new key would sign
+    profiles no device can verify)."""
+    facts_file = tmp_path / "server.json"
+    read, save = users_live.running_facts, users_live.save_facts
+    save(users_live.server_facts(HOST, True, ensure_self_signed(environment, HOST)), facts_file)
+    monkeypatch.setattr(users_live, "running_facts", lambda: read(facts_file))
+    monkeypatch.setattr(users_live, "save_facts", lambda facts: save(facts, facts_file))
+    assert cli.main(["ca", "rotate"]) == 0
+    facts = read(facts_file)
+    assert facts is not None
+    new = x509.load_pem_x509_certificate((environment / "ca.crt").read_bytes())
+    assert facts.ca == new
+    signer = facts.signer()
+    assert signer is not None
+    assert signer.certificate.issuer == new.subject
+    assert signer.certificate.public_key() == signer.key.public_key()

@@ -367,8 +367,7 @@ def endpoint(collector: metrics.VpnCollector) -> Iterator[str]:
     port = free_port()
     server = metrics.serve(port, collector)
     yield f"http://127.0.0.1:{port}"
-    server.shutdown()
-    server.server_close()
+    server.close()
 
 
 def test_the_endpoint_serves_metrics_at_its_path(endpoint: str) -> None:
@@ -383,8 +382,8 @@ def test_the_endpoint_serves_metrics_at_its_path(endpoint: str) -> None:
 
 
 def test_a_slow_scrape_does_not_hold_up_another_connection(charon: Charon, endpoint: str) -> None:
-    """Each request has its own thread: a client that never sends its request (a port
-    scanner) does not keep Prometheus from scraping."""
+    """A client that never sends its request (a port scanner) does not keep Prometheus
+    from scraping."""
     port = int(endpoint.rsplit(":", 1)[1])
     with (
         socket.create_connection(("127.0.0.1", port)),

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import ipaddress
 import plistlib
+import subprocess
 import uuid
+from pathlib import Path
 from typing import Any
 
+import certfactory
 import pytest
+from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from profilefactory import CA_NAME, HOST, PASSWORD, USER, accepted, ca, make_profile
 
 from ikev2_vpn import render
-from ikev2_vpn.profiles import ProfileInput, apple
+from ikev2_vpn.profiles import ProfileInput, Signer, apple, ca_fingerprint
 from ikev2_vpn.settings import ProposalSet
 from ikev2_vpn_lab import readback
 
@@ -204,3 +208,78 @@ def test_connection_name_is_what_the_device_shows() -> None:
     document = parse(make_profile(connection_name="Büro VPN"))
     assert document["PayloadDisplayName"] == "Büro VPN"
     assert payload(document, "com.apple.vpn.managed")["UserDefinedName"] == "Büro VPN"
+
+
+# --- signed profiles ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def chain() -> certfactory.Chain:
+    return certfactory.le_like_chain(key="p256")
+
+
+def signed_profile(chain: certfactory.Chain, **changes: Any) -> bytes:
+    signer = Signer(chain.leaf.cert, (chain.intermediate.cert,), chain.leaf.key)
+    return apple.mobileconfig(make_profile(self_signed=False, signer=signer, **changes))
+
+
+def openssl_verify(
+    tmp_path: Path, data: bytes, root: x509.Certificate
+) -> subprocess.CompletedProcess[bytes]:
+    """`openssl cms -verify` against ``root`` only: the signed content, or the failure."""
+    (tmp_path / "profile.der").write_bytes(data)
+    (tmp_path / "root.pem").write_bytes(root.public_bytes(Encoding.PEM))
+    return subprocess.run(
+        [
+            "openssl",
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            tmp_path / "profile.der",
+            "-CAfile",
+            tmp_path / "root.pem",
+            "-purpose",
+            "any",
+            "-binary",
+            "-attime",
+            str(int(certfactory.NOW.timestamp())),
+        ],
+        capture_output=True,
+        check=False,
+    )
+
+
+def test_a_signed_profile_verifies_against_the_root_with_the_chain_inside(
+    chain: certfactory.Chain, tmp_path: Path
+) -> None:
+    data = signed_profile(chain)
+    verified = openssl_verify(tmp_path, data, chain.root.cert)  # intermediate: from the file
+    assert verified.returncode == 0, verified.stderr
+    assert verified.stdout == apple.plist(make_profile(self_signed=False))
+    assert plistlib.loads(apple.signed_content(data))["PayloadType"] == "Configuration"
+
+
+def test_a_changed_byte_breaks_the_signature(chain: certfactory.Chain, tmp_path: Path) -> None:
+    data = signed_profile(chain)
+    tampered = data.replace(HOST.encode(), b"evil.example.org"[: len(HOST)], 1)
+    assert tampered != data
+    verified = openssl_verify(tmp_path, tampered, chain.root.cert)
+    assert verified.returncode != 0
+    other_root = certfactory.make_ca("Someone Else's Root").cert
+    assert openssl_verify(tmp_path, data, other_root).returncode != 0
+
+
+def test_signatures_of_one_profile_are_the_same_profile(chain: certfactory.Chain) -> None:
+    first, second = signed_profile(chain), signed_profile(chain)
+    assert apple.same_profile(first, second)
+    assert not apple.same_profile(first, signed_profile(chain, always_on=True))
+    assert not apple.same_profile(first, apple.mobileconfig(make_profile(self_signed=False)))
+    other = certfactory.le_like_chain(key="p256")
+    assert not apple.same_profile(first, signed_profile(other))
+
+
+def test_the_description_carries_the_ca_fingerprint() -> None:
+    description = parse(make_profile())["PayloadDescription"]
+    assert ca_fingerprint(ca()) in description

@@ -19,9 +19,10 @@ from pathlib import Path
 import png
 import pytest
 from ports import free_port, refused
-from profilefactory import HOST, PASSWORD, make_profile
+from profilefactory import HOST, PASSWORD, ca, make_profile
 
 from ikev2_vpn.errors import SystemSetupError
+from ikev2_vpn.profiles import ca_fingerprint
 from ikev2_vpn.run import share
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -71,14 +72,31 @@ def test_shared_copies_never_contain_the_password(files: tuple[share.SharedFile,
 def test_shares_apple_and_android_profiles_and_the_ca_in_self_signed_mode(
     files: tuple[share.SharedFile, ...],
 ) -> None:
-    assert [shared.name for shared in files] == ["apple.mobileconfig", "android.sswan", "ca.crt"]
+    names = [shared.name for shared in files]
+    assert names == ["apple.mobileconfig", "android.sswan", "ca.crt", ""]  # "": the page
     assert json.loads(by_name(files, "android.sswan").content)["remote"]["addr"] == HOST
     assert by_name(files, "ca.crt").content.startswith(b"-----BEGIN CERTIFICATE-----")
 
 
 def test_no_ca_file_with_a_public_ca() -> None:
     names = [shared.name for shared in share.shared_files(make_profile(self_signed=False))]
-    assert names == ["apple.mobileconfig", "android.sswan"]
+    assert names == ["apple.mobileconfig", "android.sswan", ""]
+    page = by_name(share.shared_files(make_profile(self_signed=False)), "").content.decode()
+    assert "plain HTTP" not in page and "fingerprint" not in page
+
+
+def test_the_page_links_every_file_and_shows_the_ca_fingerprint(
+    serving: share.ShareServer, files: tuple[share.SharedFile, ...]
+) -> None:
+    status, body, headers = request(f"http://127.0.0.1:{serving.port}/{serving.token}/")
+    assert status == 200
+    assert headers["Content-Type"] == "text/html; charset=utf-8"
+    assert "Content-Disposition" not in headers
+    page = body.decode()
+    for name in ("apple.mobileconfig", "android.sswan", "ca.crt"):
+        assert f'<a href="{name}">' in page
+    assert ca_fingerprint(ca()) in page
+    assert "plain HTTP" in page
 
 
 # --- QR codes ---------------------------------------------------------------------------
@@ -152,7 +170,7 @@ def test_head_is_answered_without_body(
     [
         "/",
         "/{token}",
-        "/{token}/",
+        "/{token}//",
         "/{token}/apple.mobileconfig/",
         "/{token}/apple.mobileconfig?download=1",
         "/{token}/users.json",
@@ -251,10 +269,17 @@ def test_serve_prints_links_and_codes_writes_pngs_and_reports_downloads(
         "apple.mobileconfig",
         "android.sswan",
         "ca.crt",
+        "",  # the page
     ]
     assert all(url.startswith(f"http://{HOST}/") for url in urls)
-    assert printed.count("█" * 20) >= 3  # a QR code per link
-    assert seen["pngs"] == ["qr-android.sswan.png", "qr-apple.mobileconfig.png", "qr-ca.crt.png"]
+    assert printed.count("█" * 20) >= 4  # a QR code per link
+    assert seen["pngs"] == [
+        "qr-android.sswan.png",
+        "qr-apple.mobileconfig.png",
+        "qr-ca.crt.png",
+        "qr-page.png",
+    ]
+    assert ca_fingerprint(ca()) in printed
     assert seen["png_data"] == share.qr_png(urls[0])
     download = seen["download"]
     assert isinstance(download, tuple)

@@ -12,7 +12,7 @@ from profilefactory import HOST, PASSWORD, USER, accepted, ca, make_profile
 from pydantic import SecretStr
 
 from ikev2_vpn import render
-from ikev2_vpn.profiles import ProfileInput, windows
+from ikev2_vpn.profiles import ProfileInput, ca_fingerprint, windows
 from ikev2_vpn.settings import ProposalSet
 from ikev2_vpn.state.users import nt_hash
 from ikev2_vpn_lab import readback
@@ -159,6 +159,13 @@ def test_manual_gives_the_same_ipsec_line_for_a_connection_made_by_hand() -> Non
         script(profile)
     )
     assert f"-ConnectionName '{profile.display_name}'" in line
+
+
+def test_manual_gives_the_ca_fingerprint_in_both_forms_windows_shows() -> None:
+    text = manual(make_profile())
+    assert ca().fingerprint(hashes.SHA1()).hex().upper() in text  # noqa: S303 - Thumbprint
+    assert ca_fingerprint(ca()) in text  # certutil -dump: Cert Hash(sha256)
+    assert "SHA-256" not in manual(make_profile(self_signed=False))
 
 
 # --- what the script does ----------------------------------------------------------------------

@@ -11,15 +11,16 @@ import stat
 from pathlib import Path
 from unittest import mock
 
+import certfactory
 import pytest
 from planfactory import make_plan
-from profilefactory import HOST, PASSWORD, USER, make_profile
+from profilefactory import HOST, PASSWORD, USER, ca, make_profile
 from pydantic import SecretStr
 
 from ikev2_vpn import defaults, render, start
 from ikev2_vpn.apply import profile_writer as writer
 from ikev2_vpn.probe.backend import BackendChoice
-from ikev2_vpn.profiles import ProfileInput
+from ikev2_vpn.profiles import ProfileInput, ca_fingerprint
 from ikev2_vpn.settings import Account, Backend, ProfilePasswords, Settings
 from ikev2_vpn.state.users import nt_hash
 
@@ -75,6 +76,30 @@ def test_a_second_write_with_the_same_input_touches_nothing(tmp_path: Path) -> N
     before = inodes(user_dir(tmp_path))
     assert writer.write_profiles(make_profile(), tmp_path) == []
     assert inodes(user_dir(tmp_path)) == before  # not even rewritten with the same bytes
+
+
+def test_a_signed_profile_is_not_rewritten_for_a_new_signing_time(tmp_path: Path) -> None:
+    """A signature holds its signing time: the same profile signed again is the same."""
+    credentials = certfactory.own_ca_credentials()
+    signed = make_profile(signer=writer.signer(credentials))
+    writer.write_profiles(signed, tmp_path)
+    mobileconfig = user_dir(tmp_path) / "apple.mobileconfig"
+    assert mobileconfig.read_bytes().startswith(b"0")  # DER: CMS SignedData
+    before = inodes(user_dir(tmp_path))
+    assert writer.write_profiles(make_profile(signer=writer.signer(credentials)), tmp_path) == []
+    assert inodes(user_dir(tmp_path)) == before
+    other = certfactory.own_ca_credentials()  # a new server certificate: signed anew
+    assert writer.write_profiles(make_profile(signer=writer.signer(other)), tmp_path) == [
+        mobileconfig
+    ]
+
+
+def test_readme_gives_the_ca_fingerprint_to_compare(tmp_path: Path) -> None:
+    writer.write_profiles(make_profile(), tmp_path)
+    readme = (user_dir(tmp_path) / "README.txt").read_text()
+    assert ca_fingerprint(ca()) in readme
+    writer.write_profiles(make_profile(self_signed=False), tmp_path)
+    assert "fingerprint" not in (user_dir(tmp_path) / "README.txt").read_text()
 
 
 def test_a_new_address_rewrites_what_depends_on_it(tmp_path: Path) -> None:
@@ -188,6 +213,7 @@ def test_profile_input_follows_the_plan(plan: render.Plan) -> None:
         dns=plan.dns,
         pool_v4=plan.pool_v4,
         always_on=False,
+        signer=writer.signer(plan.credentials),
     )
     omitted = dataclasses.replace(
         plan, profile_passwords=ProfilePasswords.OMIT, profile_always_on=True
@@ -209,7 +235,12 @@ def test_profiles_at_start_equal_those_of_the_users_command(plan: render.Plan) -
         profile_always_on=loaded.profile_always_on,
     )
     live = writer.profile_for(
-        loaded, plan.accounts[0], host=HOST, ca=plan.credentials.ca, esp_gcm=False
+        loaded,
+        plan.accounts[0],
+        host=HOST,
+        ca=plan.credentials.ca,
+        esp_gcm=False,
+        signer=writer.signer(plan.credentials),
     )
     assert writer.profile_input(at_start, plan.accounts[0]) == live
 

@@ -17,20 +17,21 @@ from __future__ import annotations
 import logging
 import shutil
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 from pydantic import SecretStr
 
 from .. import defaults
-from ..profiles import ProfileInput, android, apple, linux, windows
+from ..profiles import ProfileInput, Signer, android, apple, ca_fingerprint, linux, windows
 from ..profiles.templating import render_profile
 from ..render import Plan
 from ..settings import Account, ProfilePasswords, Settings, check_username
+from ..state.credentials import ServerCredentials
 from ..state.files import atomic_write, ensure_dir, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class ProfileFile:
     description: str  # one line in the user's README.txt
     mode: int = PRIVATE
     has_password: bool = False  # when the input carries one
+    same: Callable[[bytes, bytes], bool] = bytes.__eq__  # (on disk, new): nothing to write
 
 
 def clients_dir(data_dir: Path) -> Path:
@@ -75,7 +77,15 @@ def profile_input(plan: Plan, account: Account) -> ProfileInput:
         pool_v4=plan.pool_v4,
         always_on=plan.profile_always_on,
         ipv6=plan.pool_v6 is not None,
+        signer=signer(plan.credentials),
     )
+
+
+def signer(credentials: ServerCredentials) -> Signer:
+    """The server certificate and key sign Apple profiles; the chain goes along."""
+    chain = [*credentials.intermediates, *([credentials.ca] if credentials.ca else [])]
+    key = load_pem_private_key(credentials.key_pem, password=None)
+    return Signer(credentials.leaf, tuple(chain), key)
 
 
 def profile_for(
@@ -85,6 +95,7 @@ def profile_for(
     host: str,
     ca: x509.Certificate | None,
     esp_gcm: bool,
+    signer: Signer | None = None,
 ) -> ProfileInput:
     """The same from the settings and the facts the start left (``ikev2-vpn users`` and
     ``share`` run in their own process, without a Plan)."""
@@ -98,6 +109,7 @@ def profile_for(
         pool_v4=settings.pool_v4,
         always_on=settings.profile_always_on,
         ipv6=settings.pool_v6 is not None,
+        signer=signer,
     )
 
 
@@ -118,6 +130,7 @@ def profile_files(profile: ProfileInput) -> tuple[ProfileFile, ...]:
             "iPhone, iPad, Mac: open it, then install it in Settings"
             + (" (it brings the CA along)" if profile.ca is not None else ""),
             has_password=password,
+            same=apple.same_profile,
         ),
         ProfileFile(
             android.SSWAN_FILE_NAME,
@@ -171,6 +184,8 @@ def _readme(profile: ProfileInput, files: Sequence[ProfileFile]) -> bytes:
         user=profile.user,
         host=profile.host,
         password_included=profile.password is not None,
+        ca_fingerprint=ca_fingerprint(profile.ca) if profile.ca is not None else None,
+        signed=profile.signer is not None,
         with_password=[file.name for file in files if file.has_password],
         files=files,
         width=max(len(file.name) for file in files),
@@ -201,7 +216,7 @@ def write_profiles(profile: ProfileInput, data_dir: Path) -> list[Path]:
 def _update(directory: Path, file: ProfileFile) -> bool:
     """Write ``file`` unless it is there with that content; True when written."""
     path = directory / file.name
-    if path.is_file() and not path.is_symlink() and path.read_bytes() == file.content:
+    if path.is_file() and not path.is_symlink() and file.same(path.read_bytes(), file.content):
         if path.stat().st_mode & 0o777 != file.mode:
             path.chmod(file.mode)
         return False

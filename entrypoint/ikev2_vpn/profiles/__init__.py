@@ -11,10 +11,27 @@ only strong proposals that the server accepts (from :func:`ikev2_vpn.render.prop
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from pydantic import SecretStr
+
+
+@dataclass(frozen=True)
+class Signer:
+    """The server certificate and key, which sign Apple profiles, and the chain sent along
+    (intermediates, and the own CA in self-signed mode)."""
+
+    certificate: x509.Certificate
+    chain: tuple[x509.Certificate, ...]
+    key: PrivateKeyTypes = field(repr=False, compare=False)  # follows the certificate
+
+
+def ca_fingerprint(ca: x509.Certificate) -> str:
+    """SHA-256 fingerprint as colon-separated hex, the form device certificate views show."""
+    return ca.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
 @dataclass(frozen=True)
@@ -31,6 +48,7 @@ class ProfileInput:
     always_on: bool = False  # VPN_PROFILE_ALWAYS_ON: Apple on-demand "connect always"
     ipv6: bool = False  # VPN_POOL_V6 is set: clients that must ask for IPv6 do
     connection_name: str = ""  # shown on the device; empty: "IKEv2 VPN <host>"
+    signer: Signer | None = None  # signs the Apple profile; None: unsigned
 
     @property
     def display_name(self) -> str:

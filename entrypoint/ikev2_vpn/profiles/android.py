@@ -12,10 +12,9 @@ import json
 import uuid
 from typing import Any, Final
 
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from . import ProfileInput, proposals
+from . import ProfileInput, ca_fingerprint, proposals
 from .templating import render_profile
 
 SSWAN_FILE_NAME: Final = "android.sswan"
@@ -63,9 +62,7 @@ def sswan(profile: ProfileInput) -> bytes:
 # certificate spinner starts with "(received from server)" (vpn_no_server_cert).
 def builtin_instructions(profile: ProfileInput) -> str:
     """What to type into Android's own VPN settings, field by field (no password inside)."""
-    fingerprint = None
-    if profile.ca is not None:
-        fingerprint = profile.ca.fingerprint(hashes.SHA256()).hex(":").upper()
+    fingerprint = ca_fingerprint(profile.ca) if profile.ca is not None else None
     return render_profile(
         "android-builtin.txt.j2",
         name=profile.display_name,

@@ -1,7 +1,9 @@
 """Apple ``.mobileconfig``: one tap on iOS, iPadOS or macOS sets up the VPN (and the CA).
 
-An unsigned configuration profile (the device shows it as "Unsigned"; installing still
-works) with a ``com.apple.vpn.managed`` payload of type IKEv2 for name + password (EAP),
+A configuration profile signed by the server certificate (CMS SignedData, the chain
+included; with a public certificate the device shows it as "Verified", with the own CA as
+"Not Verified" until that CA is trusted, and a changed byte makes it refuse the profile),
+with a ``com.apple.vpn.managed`` payload of type IKEv2 for name + password (EAP),
 and in self-signed mode the server's CA as a ``com.apple.security.root`` payload, so the
 device trusts the server without a separate import (docs/clients.md, Profile formats).
 
@@ -20,10 +22,12 @@ import uuid
 from typing import Any, Final
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
 from cryptography.x509.oid import NameOID
 
-from . import ProfileInput, proposals
+from . import ProfileInput, Signer, ca_fingerprint, proposals
 
 FILE_NAME: Final = "apple.mobileconfig"
 CONTENT_TYPE: Final = "application/x-apple-aspen-config"  # Apple's; Safari offers to install
@@ -39,7 +43,56 @@ ALWAYS_CONNECT_RULES: Final = ({"Action": "Connect"},)
 
 
 def mobileconfig(profile: ProfileInput) -> bytes:
-    """The profile as an XML property list."""
+    """The profile: an XML property list, signed (DER) when ``profile.signer`` is set."""
+    document = plist(profile)
+    return document if profile.signer is None else sign(document, profile.signer)
+
+
+def sign(content: bytes, signer: Signer) -> bytes:
+    """CMS SignedData over ``content`` (embedded as is), SHA-256, with the signer's chain.
+    The signed attributes hold the signing time, so two signatures of one content differ:
+    :func:`same_profile` compares what they sign."""
+    builder = pkcs7.PKCS7SignatureBuilder().set_data(content)
+    builder = builder.add_signer(signer.certificate, _signing_key(signer), hashes.SHA256())
+    for certificate in signer.chain:
+        builder = builder.add_certificate(certificate)
+    return builder.sign(Encoding.DER, [pkcs7.PKCS7Options.Binary])
+
+
+def _signing_key(signer: Signer) -> pkcs7.PKCS7PrivateKeyTypes:
+    if not isinstance(signer.key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+        raise TypeError(f"cannot sign Apple profiles with a {type(signer.key).__name__}")
+    return signer.key
+
+
+def signed_content(data: bytes) -> bytes:
+    """The property list inside a profile, signed or not (the signed one embeds it as is)."""
+    start, end = data.find(b"<?xml"), data.find(_PLIST_END)
+    if start < 0 or end < 0:
+        raise ValueError("not a configuration profile")
+    return data[start : end + len(_PLIST_END)]
+
+
+def same_profile(old: bytes, new: bytes) -> bool:
+    """Whether ``old`` says what ``new`` says, signed by the same certificates (only the
+    signing time differs): a profile on disk is then kept as it is."""
+    if old == new:
+        return True
+    if old[:1] != b"0" or new[:1] != b"0":  # DER SEQUENCE: both signed
+        return False
+    try:
+        same_content = signed_content(old) == signed_content(new)
+        certificates = pkcs7.load_der_pkcs7_certificates
+        return same_content and certificates(old) == certificates(new)
+    except ValueError:
+        return False
+
+
+_PLIST_END: Final = b"</plist>\n"
+
+
+def plist(profile: ProfileInput) -> bytes:
+    """The profile as an XML property list (what the signature covers)."""
     payloads = [_vpn_payload(profile)]
     if profile.ca is not None:
         payloads.insert(0, _root_payload(profile, profile.ca))
@@ -51,7 +104,12 @@ def mobileconfig(profile: ProfileInput) -> bytes:
         "PayloadDisplayName": profile.display_name,
         "PayloadDescription": (
             f"IKEv2 VPN to {profile.host} for {profile.user}"
-            + (" and the server's certificate authority" if profile.ca is not None else "")
+            + (
+                " and the server's certificate authority, SHA-256 fingerprint "
+                + ca_fingerprint(profile.ca)
+                if profile.ca is not None
+                else ""
+            )
         ),
         "PayloadOrganization": "ikev2-vpn",
         "PayloadRemovalDisallowed": False,

@@ -23,7 +23,7 @@ from typing import Final
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.serialization import Encoding
 
-from . import ProfileInput, proposals
+from . import ProfileInput, ca_fingerprint, proposals
 from .templating import render_profile
 
 ENCODING: Final = "utf-8-sig"  # UTF-8 with BOM: see the module docstring
@@ -134,6 +134,7 @@ def windows_manual(profile: ProfileInput) -> bytes:
             script=SCRIPT_NAME,
             ca=ca is not None,
             ca_thumbprint=ca["thumbprint"] if ca else "",
+            ca_fingerprint=ca_fingerprint(profile.ca) if profile.ca is not None else "",
             ipsec_arguments=ipsec_arguments(profile.esp_gcm),
         )
     )

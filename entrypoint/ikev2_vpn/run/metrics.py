@@ -18,7 +18,6 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
-from http import HTTPStatus
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -30,7 +29,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ..httpd import DualStackServer, QuietHandler
+from ..httpd import HttpServer, StartResponse, WsgiApp, reply
 from . import health, vici_session
 from .vici_session import text
 
@@ -262,27 +261,21 @@ def _number(value: object) -> int:
         return 0
 
 
-class _Handler(QuietHandler):
-    registry: CollectorRegistry  # set per server by MetricsServer
+def _app(registry: CollectorRegistry) -> WsgiApp:
+    def scrape(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        head = environ["REQUEST_METHOD"] == "HEAD"
+        if environ["PATH_INFO"] != PATH:
+            return reply(start_response, 404, f"only {PATH} is served here\n".encode(), head=head)
+        if environ["REQUEST_METHOD"] not in {"GET", "HEAD"}:
+            return reply(start_response, 405, b"GET only\n", headers=[("Allow", "GET, HEAD")])
+        return reply(start_response, 200, generate_latest(registry), CONTENT_TYPE_LATEST, head=head)
 
-    def do_GET(self) -> None:
-        if self.path.split("?", 1)[0] != PATH:
-            self.send_error(HTTPStatus.NOT_FOUND, f"only {PATH} is served here")
-            return
-        body = generate_latest(self.registry)
-        self.send_response(HTTPStatus.OK)
-        self.send_header("Content-Type", CONTENT_TYPE_LATEST)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+    return scrape
 
 
-def serve(port: int, collector: VpnCollector) -> DualStackServer:
+def serve(port: int, collector: VpnCollector) -> HttpServer:
     """Listen on ``port`` at every address of the container and answer scrapes in a daemon
     thread. Raises OSError when the port cannot be opened."""
     registry = CollectorRegistry(auto_describe=False)  # no VICI call at registration
     registry.register(collector)
-    handler = type("MetricsHandler", (_Handler,), {"registry": registry})
-    server = DualStackServer(port, handler)
-    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
-    return server
+    return HttpServer(port, _app(registry), "metrics")

@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
+from html import escape
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, TextIO
@@ -30,8 +31,9 @@ from qrcode.image.pure import PyPNGImage
 
 from .. import defaults
 from ..errors import SystemSetupError
-from ..httpd import DualStackServer, QuietHandler
-from ..profiles import ProfileInput, android, apple
+from ..httpd import HttpServer, StartResponse, WsgiApp, client_address, reply, request_target
+from ..profiles import ProfileInput, android, apple, ca_fingerprint
+from ..profiles.templating import render_profile
 
 DEFAULT_LIFETIME_S: Final = 600.0
 HTTP_PORT: Final = defaults.ACME_HTTP_PORT  # published by compose.yaml for ACME HTTP-01
@@ -80,7 +82,26 @@ def shared_files(profile: ProfileInput) -> tuple[SharedFile, ...]:
                 "Android built-in client: the CA certificate to install first",
             )
         )
-    return tuple(files)
+    return (*files, _page(profile, files))
+
+
+PAGE_LABEL: Final = "This page: every link, and how to check what you install"
+
+
+def _page(profile: ProfileInput, files: Sequence[SharedFile]) -> SharedFile:
+    """The share's own page (its link ends in ``/``): the files, the CA's fingerprint and
+    why the links are plain HTTP."""
+    html = render_profile(
+        "share.html.j2",
+        user=escape(profile.user),
+        host=escape(profile.host),
+        files=[
+            {"href": quote(shared.name), "name": escape(shared.name), "label": escape(shared.label)}
+            for shared in files
+        ],
+        fingerprint=ca_fingerprint(profile.ca) if profile.ca is not None else None,
+    )
+    return SharedFile("", html.encode(), "text/html; charset=utf-8", PAGE_LABEL)
 
 
 # --- QR codes --------------------------------------------------------------------------
@@ -113,60 +134,41 @@ def qr_text(text: str) -> str:
 # --- The server ------------------------------------------------------------------------
 
 
-class _Server(DualStackServer):
-    def __init__(
-        self,
-        port: int,
-        files: Mapping[str, SharedFile],
-        deadline: float,
-        on_download: Callable[[SharedFile, str], None],
-    ) -> None:
-        self.files = files
-        self.deadline = deadline
-        self.on_download = on_download
-        super().__init__(port, _Handler)
+def _app(
+    files: Mapping[str, SharedFile],
+    deadline: float,
+    on_download: Callable[[SharedFile, str], None],
+) -> WsgiApp:
+    def share(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        method = environ["REQUEST_METHOD"]
+        shared = files.get(request_target(environ)) if time.monotonic() < deadline else None
+        if shared is None or method not in {"GET", "HEAD"}:
+            return reply(start_response, 404, b"not found\n", head=method == "HEAD")
+        body = reply(
+            start_response,
+            200,
+            shared.content,
+            shared.content_type,
+            [("Cache-Control", "no-store")]
+            + (
+                [("Content-Disposition", f'attachment; filename="{shared.name}"')]
+                if shared.name
+                else []
+            ),
+            head=method == "HEAD",
+        )
+        if method == "GET":
+            on_download(shared, client_address(environ))
+        return body
 
-    def lookup(self, path: str) -> SharedFile | None:
-        if time.monotonic() >= self.deadline:
-            return None
-        return self.files.get(path)
+    return share
 
 
-class _Handler(QuietHandler):
-    server: _Server
-
-    def do_GET(self) -> None:
-        shared = self.server.lookup(self.path)
-        if shared is None:
-            self._not_found()
-            return
-        self._send(shared)
-        self.wfile.write(shared.content)
-        # IPv4 clients reach the dual-stack socket as ::ffff:a.b.c.d
-        self.server.on_download(shared, self.client_address[0].removeprefix("::ffff:"))
-
-    def do_HEAD(self) -> None:
-        shared = self.server.lookup(self.path)
-        if shared is None:
-            self._not_found()
-        else:
-            self._send(shared)
-
-    def _send(self, shared: SharedFile) -> None:
-        self.send_response(200)
-        self.send_header("Content-Type", shared.content_type)
-        self.send_header("Content-Length", str(len(shared.content)))
-        self.send_header("Content-Disposition", f'attachment; filename="{shared.name}"')
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-
-    def _not_found(self) -> None:
-        body = b"not found\n" if self.command != "HEAD" else b""
-        self.send_response(404)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(b"not found\n")))
-        self.end_headers()
-        self.wfile.write(body)
+def _headers(shared: SharedFile) -> list[tuple[str, str]]:
+    headers = [("Cache-Control", "no-store")]
+    if shared.name:  # a file to save, not the page
+        headers.append(("Content-Disposition", f'attachment; filename="{shared.name}"'))
+    return headers
 
 
 class ShareServer:
@@ -210,20 +212,15 @@ class ShareServer:
         self.deadline = time.monotonic() + self.lifetime
         files = MappingProxyType({self.path(shared): shared for shared in self.files})
         try:
-            self._server = _Server(self.port, files, self.deadline, self._on_download)
+            self._server = HttpServer(
+                self.port, _app(files, self.deadline, self._on_download), "share"
+            )
         except OSError as exc:
             raise SystemSetupError(
                 f"cannot listen on TCP port {self.port} to share profiles ({exc.strerror}); "
                 "stop what uses it (a Let's Encrypt renewal holds it only while the CA "
                 "validates) and try again"
             ) from None
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.1},  # how long closing the port may take
-            name="share",
-            daemon=True,
-        )
-        self._thread.start()
         return self
 
     def wait(self) -> bool:
@@ -235,9 +232,7 @@ class ShareServer:
         self._stop.set()
 
     def __exit__(self, *exc_info: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+        self._server.close()
 
 
 # --- The command -----------------------------------------------------------------------
@@ -276,6 +271,19 @@ def serve(
             "for it. Each link works only until the time is up (or Ctrl-C).",
             file=out,
         )
+        if profile.ca is not None:
+            print(
+                "They are plain HTTP because the server's certificate comes from its own CA, "
+                "which phones do not trust yet: before trusting that CA on a device, compare "
+                f"its SHA-256 fingerprint with this one:\n  {ca_fingerprint(profile.ca)}",
+                file=out,
+            )
+        if profile.signer is not None:
+            print(
+                "The Apple profile is signed by the server's certificate: iOS and macOS "
+                "refuse it if it was changed on the way.",
+                file=out,
+            )
         urls = {shared.name: server.url(profile.host, shared, public_port) for shared in files}
         for shared in files:
             print(f"\n{shared.label}:\n{urls[shared.name]}\n", file=out)
@@ -300,7 +308,7 @@ def _pngs(png_dir: Path | None, urls: Mapping[str, str]) -> Iterator[list[Path]]
         if png_dir is not None:
             png_dir.mkdir(parents=True, exist_ok=True)
             for name, url in urls.items():
-                path = png_dir / f"qr-{name}.png"
+                path = png_dir / f"qr-{name or 'page'}.png"
                 path.write_bytes(qr_png(url))
                 written.append(path)
         yield written

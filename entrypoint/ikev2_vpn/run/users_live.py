@@ -18,6 +18,7 @@ Accounts declared in the environment stay the environment's: they are never chan
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import logging
@@ -27,15 +28,16 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import Encoding, load_pem_private_key
 from pydantic import SecretStr
 from vici.exception import CommandException, SessionException
 
 from .. import defaults, render
 from ..apply.files import write_users_configuration
 from ..apply.profile_writer import profile_files, profile_for, remove_profiles, write_profiles
-from ..profiles import ProfileInput
+from ..profiles import ProfileInput, Signer
 from ..settings import PASSWORD_FIX, Account, Settings, check_password, check_username
+from ..state.credentials import ServerCredentials
 from ..state.files import atomic_write
 from ..state.users import (
     Origin,
@@ -81,21 +83,50 @@ class ServerFacts:
     host: str  # the identity clients dial (may have been detected at start)
     esp_gcm: bool  # the IPsec backend's ability: decides the ESP proposals
     ca_pem: str | None  # the CA clients import (self-signed), for profiles
+    # What signs Apple profiles: the server certificate and chain (PEM), and where its key
+    # is (the key itself stays in its 0600 file; this file is 0644).
+    signer_pem: str | None = None
+    signer_key_path: str | None = None
 
     @property
     def ca(self) -> x509.Certificate | None:
         return x509.load_pem_x509_certificate(self.ca_pem.encode()) if self.ca_pem else None
 
+    def signer(self) -> Signer | None:
+        if not self.signer_pem or not self.signer_key_path:
+            return None
+        leaf, *chain = x509.load_pem_x509_certificates(self.signer_pem.encode())
+        try:
+            key = load_pem_private_key(Path(self.signer_key_path).read_bytes(), password=None)
+        except (OSError, ValueError) as exc:
+            raise UsersError(
+                f"cannot read the server key {self.signer_key_path} to sign Apple profiles "
+                f"({exc.__class__.__name__}); restart the container"
+            ) from None
+        return Signer(leaf, tuple(chain), key)
+
+
+def server_facts(host: str, esp_gcm: bool, credentials: ServerCredentials) -> ServerFacts:
+    """What ``ikev2-vpn users`` and ``share`` need of a server serving ``credentials``."""
+    ca = credentials.ca
+    chain = [credentials.leaf, *credentials.intermediates, *([ca] if ca else [])]
+    return ServerFacts(
+        host,
+        esp_gcm,
+        ca.public_bytes(Encoding.PEM).decode() if ca else None,
+        "".join(cert.public_bytes(Encoding.PEM).decode() for cert in chain),
+        str(credentials.key_path),
+    )
+
 
 def write_facts(plan: render.Plan, path: Path = FACTS) -> None:
-    ca = plan.credentials.ca
-    pem = ca.public_bytes(Encoding.PEM).decode() if ca else None
-    save_facts(ServerFacts(plan.host, plan.backend.esp_gcm, pem), path)
+    save_facts(server_facts(plan.host, plan.backend.esp_gcm, plan.credentials), path)
 
 
 def save_facts(facts: ServerFacts, path: Path = FACTS) -> None:
-    """Also after `ikev2-vpn ca rotate`: profiles written later carry the new CA."""
-    content = {"host": facts.host, "esp_gcm": facts.esp_gcm, "ca_pem": facts.ca_pem}
+    """Also after `ikev2-vpn ca rotate`: profiles written later carry the new CA and are
+    signed with the new server certificate."""
+    content = dataclasses.asdict(facts)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, json.dumps(content).encode(), mode=0o644)
 
@@ -118,7 +149,13 @@ def running_facts(path: Path = FACTS) -> ServerFacts | None:
     """The facts of the server running in this container; None when none runs."""
     try:
         facts = json.loads(path.read_text())
-        return ServerFacts(str(facts["host"]), bool(facts["esp_gcm"]), facts["ca_pem"])
+        return ServerFacts(
+            str(facts["host"]),
+            bool(facts["esp_gcm"]),
+            facts["ca_pem"],
+            facts.get("signer_pem"),
+            facts.get("signer_key_path"),
+        )
     except (OSError, ValueError, KeyError, TypeError):
         return None
 
@@ -364,6 +401,7 @@ class LiveUsers:
             host=self.facts.host,
             ca=self.facts.ca,
             esp_gcm=self.facts.esp_gcm,
+            signer=self.facts.signer(),
         )
 
     def _write_profiles(self, account: Account) -> None:
