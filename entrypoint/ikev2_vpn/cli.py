@@ -111,12 +111,16 @@ sessions; so does changing a static IP (the next login gets the new address).
 CONTAINER_LOG = Path("/proc/1/fd/1")
 
 
-def users_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ikev2-vpn users",
-        description=USERS_DESCRIPTION,
+def _command_parser(command: str, description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=f"ikev2-vpn {command}",
+        description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
+
+def users_parser() -> argparse.ArgumentParser:
+    parser = _command_parser("users", USERS_DESCRIPTION)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="each user's origin and static IP (no passwords)")
     listing.add_argument("--json", action="store_true", help="as JSON")
@@ -257,11 +261,7 @@ the output and the share's page give the CA's SHA-256 fingerprint to compare.
 
 
 def share_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ikev2-vpn share",
-        description=SHARE_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = _command_parser("share", SHARE_DESCRIPTION)
     parser.add_argument("name", help="the user whose profiles to share")
     parser.add_argument(
         "--minutes", type=float, default=10.0, help="how long the links work (default 10)"
@@ -341,11 +341,7 @@ carry the new CA (rewritten now in a running container, else at the next start).
 
 
 def ca_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ikev2-vpn ca",
-        description=CA_DESCRIPTION,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = _command_parser("ca", CA_DESCRIPTION)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("rotate", help="a new CA and server certificate; the old ones kept aside")
     return parser
