@@ -30,7 +30,7 @@ from .state import pki, server
 from .state.server import ServerState
 
 if TYPE_CHECKING:
-    from .run import metrics
+    from .run import metrics, web
 
 log = logging.getLogger("ikev2_vpn")
 
@@ -104,10 +104,18 @@ def _run(settings: Settings, state: ServerState, plan: render.Plan, supervisor: 
             fallback=certificate.fallback,
             on_loaded=functools.partial(_certificate_replaced, settings),
         ).start()
+    console = _start_console(settings, plan)
+
+    def login_failed(failure: object) -> None:
+        if collector is not None:
+            collector.login_failed(failure)
+        if console is not None:
+            console.counters.vpn_login_failed(failure)
+
     BanGuard(  # logs failed logins too, and RADIUS servers that do not answer
         settings.ban_after,
         settings.ban_seconds,
-        on_failure=collector.login_failed if collector else lambda _failure: None,
+        on_failure=login_failed,
         radius_servers=plan.radius.server_names() if plan.radius is not None else None,
     ).start()
     _announce(plan)
@@ -138,6 +146,31 @@ def _start_metrics(settings: Settings, choice: BackendChoice) -> metrics.VpnColl
         metrics.PATH,
     )
     return collector
+
+
+def _start_console(settings: Settings, plan: render.Plan) -> web.Console | None:
+    """The web console, when VPN_WEB_PORT is set. Like the metrics, a port that cannot be
+    opened costs the console, not the VPN."""
+    if settings.web_port is None:
+        return None
+    from .run import web  # Flask: only when asked for
+
+    pools = [plan.pool_v4, *([plan.pool_v6] if plan.pool_v6 is not None else [])]
+    info = web.server_info(plan.backend.backend.value, str(settings.proposals), pools)
+    console = web.Console(settings, info, vici_session.connect)
+    try:
+        web.serve(settings.web_port, console, plan.credentials)
+    except OSError as exc:
+        log.error(
+            "VPN_WEB_PORT: cannot listen on TCP port %d (%s); the VPN runs without the "
+            "console, choose a free port",
+            settings.web_port,
+            exc.strerror or exc,
+        )
+        return None
+    console.watch()
+    log.info("web console: https://%s:%d/ (VPN_WEB_PORT)", plan.host, settings.web_port)
+    return console
 
 
 def _certificate_replaced(settings: Settings, plan: render.Plan, ca_changed: bool) -> None:
