@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import requests
+from docker.models.containers import Container
 from requests.adapters import HTTPAdapter
 
 from ikev2_vpn_helper import engine as eng
@@ -214,22 +215,20 @@ def test_bad_input_is_refused_with_one_line(setup: Setup) -> None:
 
 def test_wrong_passwords_get_401_then_a_ban_for_that_address_only(lab: Lab, setup: Setup) -> None:
     api, server = setup.api, setup.server
-    prober = lab.start_client(server)  # on the wan network: another address than the host's
+    prober = lab.target(server).container  # on the egress network: not the host's address
     url = f"https://{server.egress().address}:{PORT}/api/server"
-    try:
-        codes = [status_from(prober, url, "admin:wrong-password-1") for _ in range(BAN_AFTER)]
-        assert codes == [401] * BAN_AFTER
-        assert status_from(prober, url, f"admin:{ADMIN_PASSWORD}") == 403
-        assert api.ok("GET", "/api/server")["failed_logins"]["console"] >= BAN_AFTER
-    finally:
-        prober.remove()
+    codes = [status_from(prober, url, "admin:wrong-password-1") for _ in range(BAN_AFTER)]
+    assert codes == [401] * BAN_AFTER
+    assert status_from(prober, url, f"admin:{ADMIN_PASSWORD}") == 403
+    assert api.ok("GET", "/api/server")["failed_logins"]["console"] >= BAN_AFTER
     logs = server.container.logs().decode()
     assert "failed admin login" in logs
+    assert "banned" in logs
     assert ADMIN_PASSWORD not in logs
     assert "wrong-password-1" not in logs
 
 
-# Runs in a client container (python3 from Debian): an HTTPS GET with Basic credentials,
+# Runs in a lab container (python3 from Debian): an HTTPS GET with Basic credentials,
 # without checking the certificate (the status is what this test looks at).
 STATUS = """
 import base64, ssl, sys, urllib.error, urllib.request
@@ -245,8 +244,8 @@ except urllib.error.HTTPError as error:
 """
 
 
-def status_from(client: VpnClient, url: str, credentials: str) -> int:
-    out = eng.run_checked(client.container, ["python3", "-c", STATUS, url, credentials])
+def status_from(container: Container, url: str, credentials: str) -> int:
+    out = eng.run_checked(container, ["python3", "-c", STATUS, url, credentials])
     return int(out.strip())
 
 
