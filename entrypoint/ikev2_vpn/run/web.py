@@ -436,6 +436,7 @@ def create_app(console: Console, *, secure: bool = True) -> Flask:
         WTF_CSRF_TIME_LIMIT=SESSION_HOURS * 3600,
         SEND_FILE_MAX_AGE_DEFAULT=None,
     )
+    app.add_template_filter(_when, "when")
     csrf = CSRFProtect(app)
     app.extensions["ikev2_vpn_console"] = console
     _guard(app, console, csrf)
@@ -443,6 +444,13 @@ def create_app(console: Console, *, secure: bool = True) -> Flask:
     _api(app, console)
     _shares(app, console)
     return app
+
+
+def _when(value: str | None, default: str = "\u2013") -> str:  # an en dash
+    """An ISO time of the API as people read it: 2026-12-03 11:18 UTC."""
+    if not value:
+        return default
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 _OPEN = frozenset({"login", "static", "shared_index", "shared_file"})
