@@ -95,6 +95,7 @@ def _run(settings: Settings, state: ServerState, plan: render.Plan, supervisor: 
             return 0
         raise
     users_live.write_facts(plan)  # from here on `ikev2-vpn users` can change accounts
+    console = _start_console(settings, plan)
     certificate = state.certificate
     if certificate.acme is not None:
         Renewer(
@@ -102,9 +103,8 @@ def _run(settings: Settings, state: ServerState, plan: render.Plan, supervisor: 
             plan,
             key_id,
             fallback=certificate.fallback,
-            on_loaded=functools.partial(_certificate_replaced, settings),
+            on_loaded=functools.partial(_certificate_replaced, settings, console),
         ).start()
-    console = _start_console(settings, plan)
 
     def login_failed(failure: object) -> None:
         if collector is not None:
@@ -159,7 +159,7 @@ def _start_console(settings: Settings, plan: render.Plan) -> web.Console | None:
     info = web.server_info(plan.backend.backend.value, str(settings.proposals), pools)
     console = web.Console(settings, info, vici_session.connect)
     try:
-        web.serve(settings.web_port, console, plan.credentials)
+        console.serve(settings.web_port, plan.credentials)
     except OSError as exc:
         log.error(
             "VPN_WEB_PORT: cannot listen on TCP port %d (%s); the VPN runs without the "
@@ -173,10 +173,15 @@ def _start_console(settings: Settings, plan: render.Plan) -> web.Console | None:
     return console
 
 
-def _certificate_replaced(settings: Settings, plan: render.Plan, ca_changed: bool) -> None:
-    """After a renewal: `ikev2-vpn users` must see the new facts; when the self-signed
-    fallback ended, profiles lose its CA (devices then trust the public CA instead)."""
+def _certificate_replaced(
+    settings: Settings, console: web.Console | None, plan: render.Plan, ca_changed: bool
+) -> None:
+    """After a renewal: `ikev2-vpn users` must see the new facts; the console serves the
+    new certificate; when the self-signed fallback ended, profiles lose its CA (devices
+    then trust the public CA instead)."""
     users_live.write_facts(plan)
+    if console is not None:
+        console.use_certificate(plan.credentials)
     if ca_changed and plan.radius is None:  # with RADIUS, no profiles are written
         users_live.LiveUsers(
             settings, users_live.read_facts(), vici_session.connect

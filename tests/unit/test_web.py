@@ -381,3 +381,41 @@ def test_the_console_and_metrics_need_two_ports(monkeypatch: pytest.MonkeyPatch)
     assert line.startswith("VPN_WEB_PORT: 9814 is also VPN_METRICS_PORT")
     (line,) = _errors(monkeypatch, VPN_WEB_PORT="80")
     assert line.startswith("VPN_WEB_PORT: 80 is the container's HTTP port")
+
+
+# --- HTTPS ----------------------------------------------------------------------------------------
+
+
+def test_the_console_speaks_https_only_and_takes_a_renewed_certificate(
+    console: Console, tmp_path: Path
+) -> None:
+    import dataclasses
+    import socket
+    import ssl
+
+    from certfactory import own_ca_credentials
+    from cryptography import x509
+
+    def credentials(name: str) -> Any:
+        made = own_ca_credentials(name)
+        key = tmp_path / f"{name}.key"
+        key.write_bytes(made.key_pem)
+        return dataclasses.replace(made, key_path=key)
+
+    first, renewed = credentials("first"), credentials("renewed")
+    server = console.serve(0, first)
+    try:
+        served = ssl.get_server_certificate(("127.0.0.1", server.port), timeout=5)
+        assert x509.load_pem_x509_certificate(served.encode()) == first.leaf
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as plain:
+            plain.sendall(b"GET /login HTTP/1.1\r\nHost: x\r\n\r\n")
+            try:
+                answer = plain.recv(100)
+            except (TimeoutError, ConnectionResetError):
+                answer = b""
+        assert not answer.startswith(b"HTTP/")  # no plain HTTP answer
+        console.use_certificate(renewed)
+        served = ssl.get_server_certificate(("127.0.0.1", server.port), timeout=5)
+        assert x509.load_pem_x509_certificate(served.encode()) == renewed.leaf
+    finally:
+        server.close()

@@ -20,6 +20,7 @@ import ipaddress
 import logging
 import secrets
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -184,6 +185,7 @@ class Console:
         self._last_seen: dict[str, datetime] = {}
         self._lock = threading.Lock()
         self._shares: dict[str, _Share] = {}
+        self._tls: ssl.SSLContext | None = None
 
     # --- users and sessions ---
 
@@ -395,6 +397,33 @@ class Console:
                 found.user,
             )
         return shared
+
+    # --- serving ---
+
+    def serve(self, port: int, credentials: ServerCredentials) -> HttpServer:
+        """The console on ``port`` over HTTPS with the server's certificate, in a daemon
+        thread. Raises OSError when the port cannot be opened."""
+        self._tls = console_tls(credentials)
+        return HttpServer(port, create_app(self), "web", limits=WEB_LIMITS, tls=self._tls)
+
+    def use_certificate(self, credentials: ServerCredentials) -> None:
+        """A renewed certificate: new connections get it (open ones keep the old one)."""
+        if self._tls is None:
+            return
+        try:
+            console_tls(credentials)  # chain and key checked before the live context
+            with tempfile.TemporaryDirectory(prefix="ikev2-vpn-web-") as directory:
+                chain = Path(directory) / "chain.pem"
+                chain.write_text(_chain_pem(credentials))
+                self._tls.load_cert_chain(chain, credentials.key_path)
+        except (OSError, ssl.SSLError) as exc:
+            log.error(
+                "web console: cannot use the renewed certificate (%s); it keeps the old one "
+                "until the container restarts",
+                exc.__class__.__name__,
+            )
+            return
+        log.info("web console: serving the renewed certificate")
 
     # --- "last seen" while nobody looks ---
 
@@ -866,17 +895,12 @@ def server_info(backend: str, proposals: str, pools: Iterable[object]) -> Server
 WEB_LIMITS: Final = Limits(lifetime_s=60.0, idle_s=15.0, body_bytes=MAX_BODY)
 
 
-def serve(port: int, console: Console, credentials: ServerCredentials) -> HttpServer:
-    """The console on ``port`` over HTTPS with the server's certificate, in a daemon thread.
-    Raises OSError when the port cannot be opened."""
-    return HttpServer(
-        port, create_app(console), "web", limits=WEB_LIMITS, tls=console_tls(credentials)
-    )
-
-
 def console_tls(credentials: ServerCredentials) -> ssl.SSLContext:
     """The server certificate with its intermediates (not the own CA: clients have it or
     compare its fingerprint), and its key."""
+    return tls_context(_chain_pem(credentials), credentials.key_path)
+
+
+def _chain_pem(credentials: ServerCredentials) -> str:
     chain = [credentials.leaf, *credentials.intermediates]
-    pem = "".join(cert.public_bytes(Encoding.PEM).decode() for cert in chain)
-    return tls_context(pem, credentials.key_path)
+    return "".join(cert.public_bytes(Encoding.PEM).decode() for cert in chain)
