@@ -13,6 +13,11 @@ costs a few kilobytes, not a thread. What a client can hold is bounded (:data:`L
 
 Malformed requests get waitress's 400 and no traceback; nothing is logged per request.
 One listening socket for IPv4 and IPv6 where the kernel has IPv6, IPv4 only where it does not.
+
+HTTPS: waitress speaks plain HTTP only, so with ``tls`` each connection runs its bytes
+through OpenSSL (Python's :mod:`ssl`, an ``SSLObject`` over memory buffers) on their way in
+and out: the same single thread reads every connection, a handshake is bound by the same
+lifetime as a request, and what waits to be sent is bounded too. Nothing else changes.
 """
 
 from __future__ import annotations
@@ -21,15 +26,20 @@ import contextlib
 import errno
 import logging
 import socket
+import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 from urllib.parse import quote
 
+from waitress import wasyncore
 from waitress.adjustments import Adjustments
+from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
 
 _NO_IPV6 = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL}
@@ -77,6 +87,128 @@ def _bound(sock: socket.socket, address: tuple[str, int]) -> socket.socket:
     return sock
 
 
+def tls_context(chain_pem: str, key_path: Path) -> ssl.SSLContext:
+    """A server-side TLS context for the certificate chain ``chain_pem`` (leaf first) and
+    the private key in ``key_path``: TLS 1.2 and later, Python's default ciphers."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    # OpenSSL loads the chain from a file only; it is public, the key stays where it is.
+    with tempfile.TemporaryDirectory(prefix="ikev2-vpn-tls-") as directory:
+        chain = Path(directory) / "chain.pem"
+        chain.write_text(chain_pem)
+        context.load_cert_chain(chain, key_path)
+    return context
+
+
+TLS_PENDING_BYTES: Final = 256 * 1024  # encrypted bytes waiting for the socket, at most
+
+
+class _TlsChannel(HTTPChannel):  # type: ignore[misc]  # waitress ships no type hints
+    """waitress's connection with TLS between it and the socket.
+
+    The server thread reads (:meth:`handle_read`) and an answering thread may write
+    (:meth:`send`, under waitress's outbuf lock): one lock keeps the two apart in OpenSSL.
+    A close waits until the encrypted bytes are out, but never past the lifetime.
+    """
+
+    context: ssl.SSLContext
+    lifetime_s: float
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._incoming = ssl.MemoryBIO()
+        self._outgoing = ssl.MemoryBIO()
+        self._tls = self.context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._pending = bytearray()  # encrypted, not yet taken by the socket
+        self._tls_lock = threading.RLock()
+        self._handshaken = False
+        self._socket_ok = True
+        super().__init__(*args, **kwargs)
+
+    def handle_read(self) -> None:
+        try:
+            raw = wasyncore.dispatcher.recv(self, self.adj.recv_bytes)
+        except OSError:
+            self._socket_ok = False
+            self.handle_close()
+            return
+        if not raw:  # the client left; recv() closed the channel
+            self._socket_ok = False
+            return
+        self.last_activity = time.time()
+        plain = bytearray()
+        with self._tls_lock:
+            self._incoming.write(raw)
+            try:
+                if not self._handshaken:
+                    self._tls.do_handshake()
+                    self._handshaken = True
+                while chunk := self._tls.read(65536):
+                    plain += chunk
+            except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                pass
+            except (ssl.SSLZeroReturnError, ssl.SSLError):  # closed, or not TLS at all
+                self._pending.clear()
+                self._socket_ok = False
+                self.will_close = True
+            self._flush_pending()
+        if plain and not self.will_close:
+            self.received(bytes(plain))
+
+    def send(self, data: bytes, do_close: bool = True) -> int:
+        """Takes plaintext from waitress's buffers: encrypts it, and reports it sent once
+        OpenSSL has it (the socket gets it as soon as it takes it)."""
+        with self._tls_lock:
+            self._flush_pending()
+            if not self._handshaken or not self._socket_ok:
+                return 0
+            room = TLS_PENDING_BYTES - len(self._pending)
+            if room <= 0:
+                return 0
+            try:
+                taken: int = self._tls.write(data[:room])
+            except ssl.SSLError:
+                self._socket_ok = False
+                self.will_close = True
+                return 0
+            self._flush_pending()
+            return taken
+
+    def _flush_pending(self) -> None:
+        """What OpenSSL wrote goes to the socket, as much as it takes now (lock held)."""
+        if self._outgoing.pending:
+            self._pending += self._outgoing.read()
+        if not self._pending or not self._socket_ok:
+            return
+        try:
+            sent = self.socket.send(self._pending)
+        except BlockingIOError:
+            return
+        except OSError:
+            self._pending.clear()
+            self._socket_ok = False
+            return
+        del self._pending[:sent]
+
+    def writable(self) -> bool:
+        return bool(super().writable() or (self._pending and self._socket_ok))
+
+    def handle_write(self) -> None:
+        with self._tls_lock:
+            self._flush_pending()
+        super().handle_write()
+
+    def handle_close(self) -> None:
+        # waitress closes once its buffers are empty; the encrypted copy may still wait.
+        young = time.time() - self.creation_time < self.lifetime_s
+        with self._tls_lock:
+            self._flush_pending()
+            waiting = bool(self._pending) and self._socket_ok
+        if waiting and young:
+            self.will_close = True  # handle_write calls again when the socket takes more
+            return
+        super().handle_close()
+
+
 class _Server(TcpWSGIServer):  # type: ignore[misc]  # waitress ships no type hints
     """waitress's server with two limits it lacks: connections per address and a lifetime."""
 
@@ -114,7 +246,14 @@ class HttpServer:
     named ``name``, from construction until :meth:`close` (or the end of a ``with`` block).
     Raises OSError when the port cannot be opened."""
 
-    def __init__(self, port: int, app: WsgiApp, name: str, limits: Limits = LIMITS) -> None:
+    def __init__(
+        self,
+        port: int,
+        app: WsgiApp,
+        name: str,
+        limits: Limits = LIMITS,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         sock = _dual_stack_socket(port)
         adjustments = Adjustments(
             sockets=[sock],
@@ -126,11 +265,17 @@ class HttpServer:
             max_request_header_size=limits.header_bytes,
             max_request_body_size=limits.body_bytes,
             ident="ikev2-vpn",
+            url_scheme="https" if tls else "http",
             expose_tracebacks=False,
             log_socket_errors=False,
         )
         sockinfo = (sock.family, sock.type, sock.proto, sock.getsockname())
-        server_class = type("Server", (_Server,), {"limits": limits})
+        attributes: dict[str, Any] = {"limits": limits}
+        if tls is not None:
+            attributes["channel_class"] = type(
+                "TlsChannel", (_TlsChannel,), {"context": tls, "lifetime_s": limits.lifetime_s}
+            )
+        server_class = type("Server", (_Server,), attributes)
         self._server = server_class(
             app, {}, True, sock, adj=adjustments, bind_socket=False, sockinfo=sockinfo
         )
@@ -143,8 +288,6 @@ class HttpServer:
 
     def close(self) -> None:
         """Close the port and every connection; returns when the server thread is done."""
-        from waitress import wasyncore
-
         # The answering threads first: one that finishes a request wakes the server thread
         # through its trigger pipe, which must still be open then.
         self._server.task_dispatcher.shutdown(cancel_pending=True, timeout=5)

@@ -669,6 +669,11 @@ class Settings(BaseSettings):
                 f"{port} is the container's HTTP port (ACME challenges, profile sharing); "
                 "give another TCP port such as 9814"
             )
+        if port == defaults.SHARE_HTTPS_PORT:
+            raise ValueError(
+                f"{port} is the container's HTTPS port (profile sharing with a public "
+                "certificate); give another TCP port such as 9814"
+            )
         return port
 
     @field_validator("log_level", mode="before")
