@@ -50,7 +50,7 @@ COPY --from=build /opt/ikev2-vpn /opt/ikev2-vpn
 ENV PATH=/opt/ikev2-vpn/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 VOLUME ["/data"]
 # 80/tcp: the ACME HTTP-01 challenge (VPN_CERT=letsencrypt only; nothing listens otherwise).
-EXPOSE 500/udp 4500/udp 80/tcp
+EXPOSE 500/udp 4500/udp 80/tcp 443/tcp
 # Docker 20.10 has no --start-interval: the first check runs one interval after start, so
 # the interval is short; a check costs about 30 ms of CPU (1 % of a core at 3 s).
 HEALTHCHECK --interval=3s --timeout=3s --start-period=60s --retries=3 \

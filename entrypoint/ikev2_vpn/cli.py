@@ -271,12 +271,14 @@ def _configure_users_logging() -> None:
 # --- ikev2-vpn share ---------------------------------------------------------------------------
 
 SHARE_DESCRIPTION = """\
-Serve one user's Apple (.mobileconfig) and Android (.sswan) profiles on the container's
-TCP port 80 for a few minutes, under a new random link, and print a QR code of each link
-for the phone's camera (PNG copies in /data/share/<user>/ while the links work). The
-links are plain HTTP, so the shared copies never contain the password: the device asks.
-The Apple profile is signed by the server's certificate; with a self-signed certificate,
-the output and the share's page give the CA's SHA-256 fingerprint to compare.
+Serve one user's Apple (.mobileconfig) and Android (.sswan) profiles for a few minutes,
+under a new random link, and print a QR code of each link for the phone's camera (PNG
+copies in /data/share/<user>/ while the links work). With a public certificate
+(VPN_CERT=letsencrypt or files) the links are HTTPS on the container's TCP port 443, with
+that certificate; with the server's own CA they are plain HTTP on port 80, and the output
+and the share's page give the CA's SHA-256 fingerprint to compare. The shared copies never
+contain the password: the device asks. The Apple profile is signed by the server's
+certificate.
 """
 
 
@@ -289,9 +291,10 @@ def share_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--public-port",
         type=int,
-        default=80,
-        help="the host port published for the container's port 80, if not 80 "
-        "(compose.yaml's VPN_HTTP_PORT); it goes into the links",
+        default=None,
+        help="the host port published for the container's port 443 (HTTPS, compose.yaml's "
+        "VPN_HTTPS_PORT) or 80 (plain HTTP, VPN_HTTP_PORT), if not the same; it goes into "
+        "the links",
     )
     return parser
 
@@ -300,7 +303,7 @@ def share_main(argv: list[str]) -> int:
     args = share_parser().parse_args(argv)
     if not 0 < args.minutes <= 24 * 60:
         return _fail(["--minutes: out of range; give more than 0 and at most 1440"])
-    if not 0 < args.public_port < 65536:
+    if args.public_port is not None and not 0 < args.public_port < 65536:
         return _fail(["--public-port: not a TCP port; give 1 to 65535"])
     _configure_users_logging()
     from pydantic import SecretStr
@@ -331,6 +334,7 @@ def share_main(argv: list[str]) -> int:
         )
         share.serve(
             profile,
+            tls=facts.share_tls(),
             public_port=args.public_port,
             lifetime=args.minutes * 60,
             png_dir=share.png_dir(args.name),

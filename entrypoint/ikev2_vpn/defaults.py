@@ -163,6 +163,7 @@ ACME_DIRECTORIES: Final = {
 }
 ACME_DIR_NAME: Final = "acme"  # in DATA_DIR
 ACME_HTTP_PORT: Final = 80  # HTTP-01: the CA always connects to port 80 of VPN_HOST
+SHARE_HTTPS_PORT: Final = 443  # `ikev2-vpn share` with a public certificate
 ACME_ACCOUNT_KEY_BITS: Final = 2048
 ACME_TIMEOUT_S: Final = 30  # one HTTP request to the CA
 ACME_ORDER_TIMEOUT_S: Final = 120  # validation and finalisation of one order

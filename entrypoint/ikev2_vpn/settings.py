@@ -708,6 +708,11 @@ class Settings(BaseSettings):
                 f"{port} is the container's HTTP port (ACME challenges, profile sharing); "
                 f"give another TCP port such as {example}"
             )
+        if port == defaults.SHARE_HTTPS_PORT:
+            raise ValueError(
+                f"{port} is the container's HTTPS port (profile sharing with a public "
+                f"certificate); give another TCP port such as {example}"
+            )
         return port
 
     @field_validator("web_password", mode="before")

@@ -63,6 +63,7 @@ def compose_environment(engine: docker.DockerClient, image: str) -> Iterator[Non
         "VPN_PASSWORD": PASSWORD,
         # The host's port 80 may be taken on a CI machine: publish HTTP-01 on a free port.
         "VPN_HTTP_PORT": str(_free_tcp_port()),
+        "VPN_HTTPS_PORT": str(_free_tcp_port()),
     }
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
@@ -103,8 +104,9 @@ def test_compose_up_starts_a_healthy_working_server(
     assert host["CapAdd"] == ["NET_ADMIN"]
     assert host["RestartPolicy"]["Name"] == "unless-stopped"
     published = host["PortBindings"]
-    assert set(published) == {"500/udp", "4500/udp", "80/tcp"}
+    assert set(published) == {"500/udp", "4500/udp", "80/tcp", "443/tcp"}
     assert published["80/tcp"][0]["HostPort"] == os.environ["VPN_HTTP_PORT"]
+    assert published["443/tcp"][0]["HostPort"] == os.environ["VPN_HTTPS_PORT"]
     mounts = {m["Destination"]: m for m in server.container.attrs["Mounts"]}
     assert mounts["/data"]["Type"] == "volume"
 

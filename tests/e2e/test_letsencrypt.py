@@ -9,7 +9,9 @@ Every name used resolves on the lab network (Docker aliases); none reaches publi
 
 from __future__ import annotations
 
+import base64
 import io
+import json
 import plistlib
 import re
 import subprocess
@@ -18,6 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import docker
 import pytest
@@ -217,6 +220,112 @@ def test_the_apple_profile_is_signed_by_the_public_certificate(
     tampered = signed.replace(HOST.encode(), b"x" + HOST.encode()[1:], 1)
     assert tampered != signed
     assert cms_verify(tampered, pebble.root_pem()).returncode != 0
+
+
+# Runs on the lab network, where HOST resolves to the server: what a phone that trusts only
+# Pebble's root (argv[2]) does with a share link (argv[1]). Status, type and body, or the error.
+PHONE_FETCH = """
+import base64, json, ssl, sys, urllib.request
+context = ssl.create_default_context(cadata=sys.argv[2])
+opener = urllib.request.build_opener(
+    urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+)
+try:
+    with opener.open(sys.argv[1], timeout=20) as answer:
+        out = {"status": answer.status, "type": answer.headers.get_content_type(),
+               "body": base64.b64encode(answer.read()).decode()}
+except Exception as error:
+    out = {"error": f"{type(error).__name__}: {error}"}
+print(json.dumps(out))
+"""
+
+
+def test_share_links_are_https_with_the_public_certificate(
+    lab: Lab, pebble: Pebble, issued: Server, cms_verify: CmsVerify
+) -> None:
+    """With a certificate phones trust, `ikev2-vpn share` serves HTTPS on port 443 with it:
+    a phone that trusts only Pebble's root downloads the signed profile over a verified
+    connection, and nothing of the share is served in clear text on port 80."""
+    api = issued.container.client.api
+    run = api.exec_create(
+        issued.container.id, ["ikev2-vpn", "share", USER, "--minutes", "1"], tty=False
+    )
+    printed = ""
+    for chunk in api.exec_start(run["Id"], stream=True):
+        printed += chunk.decode(errors="replace")
+        if "android.sswan" in printed and re.search(r"https://\S+/\n", printed):
+            break
+    links = {name: url for url, name in re.findall(r"(https://\S+/([\w.]*))\n", printed)}
+    assert {"apple.mobileconfig", "android.sswan", ""} <= set(links), printed
+    assert "ca.crt" not in links  # nothing to install first: phones trust the certificate
+    assert links["apple.mobileconfig"].startswith(f"https://{HOST}/"), printed
+    assert "HTTPS with the server's certificate" in printed
+    phone = lab.target(issued).container  # on the lab network where HOST is the server
+
+    def fetch(url: str, root_pem: bytes) -> dict[str, Any]:
+        result = eng.run_in(phone, ["python3", "-c", PHONE_FETCH, url, root_pem.decode()])
+        assert result.exit_code == 0, result.stderr
+        answer: dict[str, Any] = json.loads(result.stdout)
+        return answer
+
+    answer = fetch(links["apple.mobileconfig"], pebble.root_pem())
+    assert answer.get("status") == 200, answer
+    assert answer["type"] == "application/x-apple-aspen-config"
+    signed = base64.b64decode(answer["body"])
+    verified = cms_verify(signed, pebble.root_pem())
+    assert verified.returncode == 0, verified.stderr
+    page = fetch(links[""], pebble.root_pem())
+    assert page.get("status") == 200 and b"plain HTTP" not in base64.b64decode(page["body"])
+
+    # A phone that trusts another root refuses the server: a swapped server would fail so.
+    refused = fetch(links["apple.mobileconfig"], other_root_pem())
+    assert "CERTIFICATE_VERIFY_FAILED" in refused.get("error", ""), refused
+    # Port 80 serves nothing of it: no clear-text copy for someone on the phone's Wi-Fi.
+    plain = fetch(links["apple.mobileconfig"].replace("https://", "http://"), pebble.root_pem())
+    assert "Connection refused" in plain.get("error", ""), plain
+    stop_share(issued)
+
+
+def other_root_pem() -> bytes:
+    """A CA certificate nobody issued this server's certificate with."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Not Pebble")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    return cert.public_bytes(Encoding.PEM)
+
+
+def stop_share(server: Server) -> None:
+    """Ctrl-C for the share started above (its process, found by its command line)."""
+    eng.run_checked(
+        server.container,
+        [
+            "python3",
+            "-c",
+            "import os, signal\n"
+            "for pid in filter(str.isdigit, os.listdir('/proc')):\n"
+            "    try:\n"
+            "        argv = open(f'/proc/{pid}/cmdline', 'rb').read().split(b'\\0')\n"
+            "    except OSError:\n"
+            "        continue\n"
+            "    if b'share' in argv and int(pid) != os.getpid():\n"
+            "        os.kill(int(pid), signal.SIGINT)\n",
+        ],
+    )
 
 
 # --- renewal -----------------------------------------------------------------------------------

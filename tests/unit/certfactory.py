@@ -177,6 +177,17 @@ def make_leaf(
     return Issued(_sign(builder, signer), private)
 
 
+def current_chain(host: str = HOST) -> tuple[Issued, Issued, Issued]:
+    """A root, an intermediate and a leaf for ``host`` (P-256) valid now: TLS clients check
+    dates against the clock, and :data:`NOW` is fixed."""
+    now = datetime.now(UTC)
+    start, end = now - timedelta(days=1), now + timedelta(days=60)
+    root = make_ca("Test Root", not_before=start, not_after=end)
+    intermediate = make_ca("Test Intermediate", issuer=root, not_before=start, not_after=end)
+    leaf = make_leaf(intermediate, dns=[host], key="p256", not_before=start, not_after=end)
+    return root, intermediate, leaf
+
+
 def make_csr(cn: str = "vpn.example.com") -> bytes:
     """A certificate signing request: what operators sometimes mount instead of the cert."""
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])

@@ -349,7 +349,7 @@ def test_ports_are_the_images_exposed_ports(
     rendered: dict[str, list[Resource]], variant: str
 ) -> None:
     exposed = frozenset(dockerfile_instruction("EXPOSE").split())
-    assert exposed == {"500/udp", "4500/udp", "80/tcp"}
+    assert exposed == {"500/udp", "4500/udp", "80/tcp", "443/tcp"}
     metrics = {"9814/tcp"} if variant == "metrics" else set()  # VPN_METRICS_PORT's, not EXPOSEd
     web = {"8443/tcp"} if variant == "web" else set()  # VPN_WEB_PORT's
     assert k8s.pod_stand_in(rendered[variant]).ports == exposed | metrics | web
@@ -369,7 +369,12 @@ def test_the_load_balancer_keeps_client_addresses_and_reaches_the_pod(
         (port["port"], port["protocol"], named[port["targetPort"]]["containerPort"])
         for port in service["spec"]["ports"]
     }
-    assert offered == {(500, "UDP", 500), (4500, "UDP", 4500), (80, "TCP", 80)}
+    assert offered == {
+        (500, "UDP", 500),
+        (4500, "UDP", 4500),
+        (80, "TCP", 80),
+        (443, "TCP", 443),
+    }
 
 
 def test_the_load_balancer_offers_ipv6_where_the_cluster_has_it(

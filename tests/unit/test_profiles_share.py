@@ -1,5 +1,6 @@
 """Sharing by QR code, as a phone sees it: the link downloads the file with the right type,
-nothing else is served, no password travels over plain HTTP, and the links expire."""
+nothing else is served, no password travels over plain HTTP, the links expire, and with a
+public certificate they are HTTPS with it."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import json
 import plistlib
 import re
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -18,12 +20,15 @@ from pathlib import Path
 
 import png
 import pytest
+from certfactory import current_chain, make_ca
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 from ports import free_port, refused
 from profilefactory import HOST, PASSWORD, ca, make_profile
 
 from ikev2_vpn.errors import SystemSetupError
 from ikev2_vpn.profiles import ca_fingerprint
 from ikev2_vpn.run import share
+from ikev2_vpn.run.users_live import ServerFacts
 
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -318,3 +323,100 @@ def test_ctrl_c_stops_sharing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 def test_pngs_live_outside_the_profile_directories() -> None:
     """The profile writer removes files it did not make from /data/clients/<user>/."""
     assert share.png_dir("alice") == Path("/data/share/alice")
+
+
+# --- With a public certificate: HTTPS ----------------------------------------------------
+
+
+class PublicChain:
+    """A certificate for HOST from a "public" root (one the phone trusts already), valid now,
+    with the facts a running server leaves for the command."""
+
+    def __init__(self, directory: Path) -> None:
+        self.root, intermediate, leaf = current_chain(HOST)
+        key = directory / "server.key"
+        key.write_bytes(leaf.key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()))
+        chain = b"".join(cert.cert.public_bytes(Encoding.PEM) for cert in (leaf, intermediate))
+        self.facts = ServerFacts(HOST, True, None, chain.decode(), str(key))
+
+    def phone(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cadata=self.root.cert.public_bytes(Encoding.PEM).decode())
+
+
+def https_get(url: str, port: int, context: ssl.SSLContext) -> tuple[int, bytes]:
+    """What a phone does with the link: ``HOST`` resolves here to 127.0.0.1:``port``."""
+    target = url.replace(f"https://{HOST}/", "/", 1)
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    with context.wrap_socket(raw, server_hostname=HOST) as sock:
+        sock.sendall(f"GET {target} HTTP/1.1\r\nHost: {HOST}\r\nConnection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_facts_give_https_only_with_a_public_certificate(tmp_path: Path) -> None:
+    public = PublicChain(tmp_path)
+    assert isinstance(public.facts.share_tls(), ssl.SSLContext)
+    own_ca = ServerFacts(HOST, True, "-----BEGIN CERTIFICATE-----", "", str(tmp_path / "k"))
+    assert own_ca.share_tls() is None  # phones do not trust it yet: plain HTTP, fingerprint
+
+
+def test_a_key_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    public = PublicChain(tmp_path)
+    broken = ServerFacts(HOST, True, None, public.facts.signer_pem, str(tmp_path / "gone.key"))
+    with pytest.raises(Exception, match=r"cannot use the server certificate and key .*gone\.key"):
+        broken.share_tls()
+
+
+def test_with_a_public_certificate_the_links_are_https_and_the_phone_verifies_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    public = PublicChain(tmp_path)
+    out = io.StringIO()
+    port = free_port()
+    seen: dict[str, object] = {}
+
+    def phone_scans(self: share.ShareServer) -> bool:
+        urls = re.findall(r"https?://\S+", out.getvalue())
+        seen["urls"] = urls
+        seen["download"] = https_get(urls[0], port, public.phone())
+        seen["page"] = https_get(urls[-1], port, public.phone())
+        stranger = ssl.create_default_context(
+            cadata=make_ca("Attacker Root").cert.public_bytes(Encoding.PEM).decode()
+        )
+        try:
+            https_get(urls[0], port, stranger)
+            seen["stranger"] = "accepted"
+        except ssl.SSLCertVerificationError:
+            seen["stranger"] = "refused"
+        return True
+
+    monkeypatch.setattr(share.ShareServer, "wait", phone_scans)
+    profile = make_profile(self_signed=False)
+    share.serve(profile, tls=public.facts.share_tls(), port=port, lifetime=600, out=out)
+
+    printed = out.getvalue()
+    urls = seen["urls"]
+    assert isinstance(urls, list)
+    assert [url.rsplit("/", 1)[1] for url in urls] == ["apple.mobileconfig", "android.sswan", ""]
+    assert all(url.startswith(f"https://{HOST}/") for url in urls)  # 443: no port in them
+    assert "HTTPS with the server's certificate" in printed
+    assert "plain HTTP" not in printed
+    assert seen["download"] == (200, share.shared_files(profile)[0].content)
+    page = seen["page"]
+    assert isinstance(page, tuple) and page[0] == 200 and b"plain HTTP" not in page[1]
+    assert seen["stranger"] == "refused"  # a swapped server fails the phone's check
+    assert refused(port)
+
+
+def test_https_links_carry_a_published_port_other_than_443(
+    files: tuple[share.SharedFile, ...], tmp_path: Path
+) -> None:
+    server = share.ShareServer(files, tls=PublicChain(tmp_path).facts.share_tls())
+    assert server.port == 443
+    assert server.url(HOST, files[0]) == f"https://{HOST}/{server.token}/apple.mobileconfig"
+    assert server.url(HOST, files[0], 8443) == (
+        f"https://{HOST}:8443/{server.token}/apple.mobileconfig"
+    )

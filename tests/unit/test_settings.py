@@ -991,6 +991,7 @@ def test_metrics_port_is_a_tcp_port(load: Load) -> None:
         ("0", "0 is out of range; give a TCP port from 1 to 65535"),
         ("65536", "65536 is out of range"),
         ("80", "80 is the container's HTTP port (ACME challenges, profile sharing)"),
+        ("443", "443 is the container's HTTPS port (profile sharing with a public certificate)"),
     ],
 )
 def test_bad_metrics_ports_are_refused(reject: Reject, value: str, words: str) -> None:

@@ -1,9 +1,13 @@
 """Getting a profile onto a phone: scan a QR code, tap, install.
 
-:func:`serve` serves one user's profiles for a limited time on the container's TCP port 80
-(published for ACME anyway) under a fresh unguessable path, and prints a QR code of each
-link. It is plain HTTP, so the served copies never contain the password: the device asks
-for it. Nothing else is served, and the port is closed again when the time is up.
+:func:`serve` serves one user's profiles for a limited time under a fresh unguessable path,
+and prints a QR code of each link. With a certificate phones trust already (Let's Encrypt,
+or the operator's own files) the links are HTTPS on the container's TCP port 443, with that
+certificate; with the server's own CA, which no phone trusts before it installs it, they
+are plain HTTP on port 80 (published for ACME anyway) and the page and output give the
+CA's fingerprint to compare. Either way the served copies never contain the password: the
+device asks for it. Nothing else is served, and the port is closed again when the time is
+up.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import dataclasses
 import io
 import ipaddress
 import secrets
+import ssl
 import sys
 import threading
 import time
@@ -37,6 +42,7 @@ from ..profiles.templating import render_profile
 
 DEFAULT_LIFETIME_S: Final = 600.0
 HTTP_PORT: Final = defaults.ACME_HTTP_PORT  # published by compose.yaml for ACME HTTP-01
+HTTPS_PORT: Final = defaults.SHARE_HTTPS_PORT  # published by compose.yaml as VPN_HTTPS_PORT
 CA_FILE_NAME: Final = defaults.CA_CERT_NAME
 CA_CONTENT_TYPE: Final = "application/x-x509-ca-cert"
 # Outside /data/clients: the profile writer keeps only the files it makes in there.
@@ -89,8 +95,8 @@ PAGE_LABEL: Final = "This page: every link, and how to check what you install"
 
 
 def _page(profile: ProfileInput, files: Sequence[SharedFile]) -> SharedFile:
-    """The share's own page (its link ends in ``/``): the files, the CA's fingerprint and
-    why the links are plain HTTP."""
+    """The share's own page (its link ends in ``/``): the files, and with the server's own
+    CA, its fingerprint and why the links are plain HTTP."""
     html = render_profile(
         "share.html.j2",
         user=escape(profile.user),
@@ -164,31 +170,29 @@ def _app(
     return share
 
 
-def _headers(shared: SharedFile) -> list[tuple[str, str]]:
-    headers = [("Cache-Control", "no-store")]
-    if shared.name:  # a file to save, not the page
-        headers.append(("Content-Disposition", f'attachment; filename="{shared.name}"'))
-    return headers
-
-
 class ShareServer:
     """Serves ``files`` under ``/<token>/<name>`` until ``lifetime`` seconds have passed.
 
     Use as a context manager: the port is open inside the block only. Every other path,
-    and every path once the time is up, gets 404.
+    and every path once the time is up, gets 404. With ``tls`` it is HTTPS (and ``port``
+    defaults to 443), else plain HTTP (port 80).
     """
 
     def __init__(
         self,
         files: Sequence[SharedFile],
         *,
-        port: int = HTTP_PORT,
+        port: int | None = None,
         lifetime: float = DEFAULT_LIFETIME_S,
         on_download: Callable[[SharedFile, str], None] = lambda shared, client: None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.token = secrets.token_urlsafe(16)  # 128 bits, new for every share
         self.files = tuple(files)
-        self.port = port
+        self.tls = tls
+        self.scheme = "https" if tls else "http"
+        self.default_port = HTTPS_PORT if tls else HTTP_PORT
+        self.port = self.default_port if port is None else port
         self.lifetime = lifetime
         self.deadline = 0.0
         self._on_download = on_download
@@ -197,29 +201,35 @@ class ShareServer:
     def path(self, shared: SharedFile) -> str:
         return f"/{self.token}/{quote(shared.name)}"
 
-    def url(self, host: str, shared: SharedFile, public_port: int = HTTP_PORT) -> str:
-        """The link a phone opens, with ``host`` as VPN_HOST (IPv6 in brackets)."""
+    def url(self, host: str, shared: SharedFile, public_port: int | None = None) -> str:
+        """The link a phone opens, with ``host`` as VPN_HOST (IPv6 in brackets) and the
+        host port published for the listener (None: the scheme's own, 443 or 80)."""
         try:
             literal = ipaddress.ip_address(host).version == 6
         except ValueError:
             literal = False
         authority = f"[{host}]" if literal else host
-        if public_port != HTTP_PORT:
-            authority += f":{public_port}"
-        return f"http://{authority}{self.path(shared)}"
+        port = self.default_port if public_port is None else public_port
+        if port != self.default_port:
+            authority += f":{port}"
+        return f"{self.scheme}://{authority}{self.path(shared)}"
 
     def __enter__(self) -> ShareServer:
         self.deadline = time.monotonic() + self.lifetime
         files = MappingProxyType({self.path(shared): shared for shared in self.files})
         try:
             self._server = HttpServer(
-                self.port, _app(files, self.deadline, self._on_download), "share"
+                self.port, _app(files, self.deadline, self._on_download), "share", tls=self.tls
             )
         except OSError as exc:
+            holder = (
+                "a Let's Encrypt renewal holds it only while the CA validates"
+                if self.port == HTTP_PORT
+                else "another share may be running"
+            )
             raise SystemSetupError(
                 f"cannot listen on TCP port {self.port} to share profiles ({exc.strerror}); "
-                "stop what uses it (a Let's Encrypt renewal holds it only while the CA "
-                "validates) and try again"
+                f"stop what uses it ({holder}) and try again"
             ) from None
         return self
 
@@ -241,36 +251,46 @@ class ShareServer:
 def serve(
     profile: ProfileInput,
     *,
-    port: int = HTTP_PORT,
-    public_port: int = HTTP_PORT,
+    tls: ssl.SSLContext | None = None,
+    port: int | None = None,
+    public_port: int | None = None,
     lifetime: float = DEFAULT_LIFETIME_S,
     png_dir: Path | None = None,
     out: TextIO = sys.stdout,
 ) -> None:
     """Share ``profile``'s files for ``lifetime`` seconds, printing a QR code of each link.
 
-    ``port`` is where the container listens, ``public_port`` the host port published for
-    it (compose.yaml's VPN_HTTP_PORT), which goes into the links. With ``png_dir``, each QR
-    code is also written there as ``qr-<file>.png`` while the links work, and removed
-    afterwards. Ctrl-C stops early.
+    With ``tls`` (the server's certificate, when it is a public one) the links are HTTPS.
+    ``port`` is where the container listens (443 or 80 by default), ``public_port`` the
+    host port published for it (compose.yaml's VPN_HTTPS_PORT or VPN_HTTP_PORT), which goes
+    into the links. With ``png_dir``, each QR code is also written there as
+    ``qr-<file>.png`` while the links work, and removed afterwards. Ctrl-C stops early.
     """
     files = shared_files(profile)
 
     def report(shared: SharedFile, client: str) -> None:
         print(f"{_now()} {client} downloaded {shared.name}", file=out, flush=True)
 
-    with ShareServer(files, port=port, lifetime=lifetime, on_download=report) as server:
+    with ShareServer(files, port=port, lifetime=lifetime, on_download=report, tls=tls) as server:
         until = datetime.now(UTC) + timedelta(seconds=lifetime)
         print(
             f"Sharing the VPN profiles of {profile.user} for {_duration(lifetime)}, until "
             f"{until:%H:%M:%S} UTC. Scan a code with the phone's camera and open the link.",
             file=out,
         )
-        print(
-            "The links are plain HTTP, so these copies contain no password: the device asks "
-            "for it. Each link works only until the time is up (or Ctrl-C).",
-            file=out,
-        )
+        if tls is not None:
+            print(
+                "The links are HTTPS with the server's certificate, which the phone checks. "
+                "These copies contain no password: the device asks for it. Each link works "
+                "only until the time is up (or Ctrl-C).",
+                file=out,
+            )
+        else:
+            print(
+                "The links are plain HTTP, so these copies contain no password: the device "
+                "asks for it. Each link works only until the time is up (or Ctrl-C).",
+                file=out,
+            )
         if profile.ca is not None:
             print(
                 "They are plain HTTP because the server's certificate comes from its own CA, "

@@ -22,6 +22,7 @@ import dataclasses
 import ipaddress
 import json
 import logging
+import ssl
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from vici.exception import CommandException, SessionException
 from .. import defaults, render
 from ..apply.files import write_users_configuration
 from ..apply.profile_writer import profile_files, profile_for, remove_profiles, write_profiles
+from ..httpd import tls_context
 from ..profiles import ProfileInput, Signer
 from ..settings import PASSWORD_FIX, Account, Settings, check_password, check_username
 from ..state.credentials import ServerCredentials
@@ -105,6 +107,19 @@ class ServerFacts:
                 f"({exc.__class__.__name__}); restart the container"
             ) from None
         return Signer(leaf, tuple(chain), key)
+
+    def share_tls(self) -> ssl.SSLContext | None:
+        """HTTPS for ``ikev2-vpn share`` when phones trust the server's certificate already
+        (no own CA to install first): its chain and key. None: plain HTTP."""
+        if self.ca_pem or not self.signer_pem or not self.signer_key_path:
+            return None
+        try:
+            return tls_context(self.signer_pem, Path(self.signer_key_path))
+        except (OSError, ssl.SSLError) as exc:
+            raise UsersError(
+                f"cannot use the server certificate and key {self.signer_key_path} for "
+                f"HTTPS ({exc.__class__.__name__}); restart the container"
+            ) from None
 
 
 def server_facts(host: str, esp_gcm: bool, credentials: ServerCredentials) -> ServerFacts:
