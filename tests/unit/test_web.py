@@ -419,3 +419,20 @@ def test_the_console_speaks_https_only_and_takes_a_renewed_certificate(
         assert x509.load_pem_x509_certificate(served.encode()) == renewed.leaf
     finally:
         server.close()
+
+
+def test_every_listener_is_a_flask_application(console: Console) -> None:
+    """One HTTP stack: the ACME responder, the share links, the metrics and the console."""
+    from flask import Flask
+    from prometheus_client import CollectorRegistry
+
+    from ikev2_vpn.run import metrics, share
+    from ikev2_vpn.state import http01
+
+    apps = [
+        http01._app({}),
+        share._app({}, 0.0, lambda _shared, _client: None),
+        metrics._app(CollectorRegistry()),
+        create_app(console),
+    ]
+    assert all(isinstance(app, Flask) for app in apps)
