@@ -436,3 +436,23 @@ def test_every_listener_is_a_flask_application(console: Console) -> None:
         create_app(console),
     ]
     assert all(isinstance(app, Flask) for app in apps)
+
+
+def test_the_login_page_shows_the_own_cas_fingerprint(
+    console: Console, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from certfactory import own_ca_credentials
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    from ikev2_vpn.profiles import ca_fingerprint
+
+    ca = own_ca_credentials().ca
+    assert ca is not None
+    facts = ServerFacts(FACTS.host, True, ca.public_bytes(Encoding.PEM).decode())
+    monkeypatch.setattr(console, "_facts", lambda: facts)
+    page = browser(create_app(console)).get("/login").get_data(as_text=True)
+    assert ca_fingerprint(ca) in page
+    monkeypatch.setattr(console, "_facts", lambda: FACTS)  # a public certificate: no CA
+    assert 'id="fingerprint"' not in browser(create_app(console)).get("/login").get_data(
+        as_text=True
+    )

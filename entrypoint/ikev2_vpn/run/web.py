@@ -311,6 +311,13 @@ class Console:
             },
         }
 
+    def ca_fingerprint(self) -> str | None:
+        """The own CA's SHA-256 fingerprint (None with a public certificate): what an
+        operator compares with the browser's view of the certificate, and with the log."""
+        facts = self._facts()
+        ca = facts.ca if facts else None
+        return ca_fingerprint(ca) if ca else None
+
     def ca_pem(self) -> bytes | None:
         facts = self._facts()
         return facts.ca_pem.encode() if facts and facts.ca_pem else None
@@ -568,7 +575,7 @@ def _pages(app: Flask, console: Console) -> None:
     @app.route("/login", methods=["GET", "POST"])
     def login() -> BaseResponse | str:
         if request.method == "GET":
-            return render_template("login.html", failed=False)
+            return render_template("login.html", failed=False, fingerprint=console.ca_fingerprint())
         from flask_wtf.csrf import validate_csrf
         from wtforms.validators import ValidationError
 
@@ -578,7 +585,8 @@ def _pages(app: Flask, console: Console) -> None:
             return _error(f"{exc}; reload the page and try again", 400)
         if not _matches(console, request.form.get("password", "")):
             console.login_failed(client_address(request.environ), "form")
-            return Response(render_template("login.html", failed=True), status=401)
+            page = render_template("login.html", failed=True, fingerprint=console.ca_fingerprint())
+            return Response(page, status=401)
         session.clear()
         session["admin"] = True
         session.permanent = True
