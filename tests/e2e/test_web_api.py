@@ -273,3 +273,47 @@ def test_a_server_without_the_setting_opens_no_console(lab: Lab) -> None:
             socket.create_connection((plain.egress().address, PORT), timeout=3).close()
     finally:
         plain.remove()
+
+
+@pytest.mark.parametrize(
+    ("env", "files", "expected"),
+    [
+        (
+            {"VPN_WEB_PORT": str(PORT)},
+            {},
+            "VPN_WEB_PASSWORD: is not set, and VPN_WEB_PORT needs the console's admin password",
+        ),
+        (
+            {"VPN_WEB_PORT": str(PORT)},
+            {"VPN_WEB_PASSWORD_FILE": b"too-short\n"},
+            "VPN_WEB_PASSWORD_FILE: the password has fewer than 12 characters",
+        ),
+        (
+            {"VPN_WEB_PORT": "80"},
+            {"VPN_WEB_PASSWORD_FILE": ADMIN_PASSWORD.encode()},
+            "VPN_WEB_PORT: 80 is the container's HTTP port",
+        ),
+    ],
+    ids=["no password", "short password", "port 80"],
+)
+def test_bad_console_settings_stop_the_server_with_one_line(
+    lab: Lab, env: dict[str, str], files: dict[str, bytes], expected: str
+) -> None:
+    server = lab.start_server(
+        {"VPN_HOST": HOST, "VPN_USER": "alice", **env},
+        name=lab.name("web-bad"),
+        volume=lab.name("web-bad-data"),
+        secret_files={"VPN_PASSWORD_FILE": ALICE_PW.encode(), **files},
+        wait=False,
+        restart=None,
+    )
+    try:
+        assert server.wait_exit() == 2
+        output = server.container.logs().decode()
+        errors = [line for line in output.splitlines() if "error:" in line]
+        assert len(errors) == 1, output
+        assert expected in errors[0]
+        assert "too-short" not in output
+        assert ADMIN_PASSWORD not in output
+    finally:
+        server.remove()
