@@ -47,6 +47,9 @@ class FakeVici:
         ]
 
     def __getattr__(self, name: str) -> Any:  # load_shared, unload_conn, ...
+        if not name.startswith(("load_", "unload_")):
+            raise AttributeError(name)
+
         def record(argument: Any) -> None:
             self.calls.append((name, argument))
 

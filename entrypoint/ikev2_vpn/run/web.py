@@ -16,6 +16,7 @@ gets 403 for everything until the ban ends.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import secrets
@@ -206,11 +207,22 @@ class Console:
 
     def sessions(self) -> list[Session]:
         now = datetime.now(UTC)
-        found = read_sessions(self.connect().list_sas(), now)
+        found = read_sessions(self._list_sas(), now)
         with self._lock:
             for one in found:
                 self._last_seen[one.user] = now
         return found
+
+    def _list_sas(self) -> list[dict[str, Any]]:
+        """charon's IKE_SAs, over a VICI session of their own, closed right after."""
+        session = self.connect()
+        try:
+            return list(session.list_sas())
+        finally:
+            transport = getattr(session, "transport", None)  # vici.Session's socket
+            if transport is not None:
+                with contextlib.suppress(OSError):
+                    transport.close()
 
     def last_seen(self, name: str) -> datetime | None:
         with self._lock:
@@ -286,7 +298,7 @@ class Console:
         chain = facts.signer_pem if facts and facts.signer_pem else None
         leaf = x509.load_pem_x509_certificates(chain.encode())[0] if chain else None
         try:
-            ike_sas = sum(1 for entry in self.connect().list_sas() for _ in entry)
+            ike_sas = sum(1 for entry in self._list_sas() for _ in entry)
         except Exception:
             ike_sas = None
         ca = facts.ca if facts else None
