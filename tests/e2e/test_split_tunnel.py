@@ -187,6 +187,15 @@ def test_the_server_narrows_a_full_tunnel_request_to_the_split_networks_and_dns(
         here.client.disconnect()
 
 
+def test_the_helpers_check_passes_against_a_split_server(
+    lab: Lab, site: Callable[[str], Site]
+) -> None:
+    """`ikev2-vpn-helper check` sends its traffic to a target on the server's egress network,
+    here inside the split: every finding holds."""
+    report = lab.check(site("compatible").server, USER, PASSWORD)
+    assert all(finding.ok for finding in report.findings), report.findings
+
+
 @pytest.mark.parametrize("proposal_set", matrix.PROPOSAL_SETS)
 @pytest.mark.parametrize("platform", split_platforms(), ids=[p.key for p in split_platforms()])
 def test_platform_defaults_split(
