@@ -272,6 +272,43 @@ def test_a_full_tunnel_sends_the_outside_target_through_the_server_too(
     assert result.outside_source != here.client.address
 
 
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        (
+            {"VPN_SPLIT_NETS": "10.20.0.1/16"},
+            "VPN_SPLIT_NETS: '10.20.0.1/16' has host bits set; use 10.20.0.0/16",
+        ),
+        (
+            {"VPN_SPLIT_NETS": "192.168.1.0/24", "VPN_CLIENT_DENY": "192.168.0.0/16"},
+            "VPN_SPLIT_NETS: 192.168.1.0/24 is fenced off from VPN clients (192.168.0.0/16: "
+            "VPN_CLIENT_DENY); add it to VPN_CLIENT_ALLOW or leave it out of VPN_SPLIT_NETS",
+        ),
+    ],
+    ids=["host-bits", "fenced"],
+)
+def test_a_bad_split_stops_the_server_with_one_line(
+    lab: Lab, env: dict[str, str], expected: str
+) -> None:
+    """Checked by the settings, and against the fence by the probe, before charon starts."""
+    server = lab.start_server(
+        {"VPN_HOST": HOST, "VPN_DNS": DNS, **env},
+        name=lab.name(f"bad-split-{len(env)}"),
+        volume=lab.name(f"bad-split-{len(env)}-data"),
+        secret_files={"VPN_USERS_FILE": f"{USER}:{PASSWORD}\n".encode()},
+        wait=False,
+        restart=None,
+    )
+    assert server.wait_exit() == 2
+    output = server.container.logs().decode(errors="replace")
+    errors = [line for line in output.splitlines() if "error:" in line]
+    assert len(errors) == 1, output
+    assert expected in errors[0]
+    assert "charon started" not in output
+    assert PASSWORD not in output
+    server.remove()
+
+
 def test_readme_table_matches_what_was_measured(measured: matrix.Results) -> None:
     """Runs last in this module: the table in docs/clients.md must say what the tests above saw."""
     assert measured, "no split-tunnel test ran before this one"
