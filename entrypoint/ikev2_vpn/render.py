@@ -478,12 +478,10 @@ def client_access(plan: Plan) -> str:
     def say(allowed: bool) -> str:
         return "yes" if allowed else "no"
 
-    behind = "yes (NAT)"
-    if plan.pool_v6 is not None:
-        behind = f"yes (IPv4: NAT, IPv6: {plan.pool_v6_egress})"
+    nat = "NAT" if plan.pool_v6 is None else f"IPv4: NAT, IPv6: {plan.pool_v6_egress}"
     return (
-        f"VPN clients may reach: {_behind(plan)} {behind}; "
-        f"each other {say(not plan.client_isolation)} (VPN_CLIENT_ISOLATION); "
+        f"VPN clients may reach: {_behind(plan, nat)}; "
+        f"each other {_each_other(plan)}; "
         f"services of this container {say(plan.allow_server_access)} "
         "(VPN_ALLOW_SERVER_ACCESS); "
         f"link-local addresses and cloud metadata {say(plan.allow_link_local)} "
@@ -497,10 +495,19 @@ def client_access(plan: Plan) -> str:
     )
 
 
-def _behind(plan: Plan) -> str:
+def _behind(plan: Plan, nat: str) -> str:
     if not plan.split:
-        return "the networks behind the server"
-    return f"only VPN_SPLIT_NETS and the DNS servers ({', '.join(map(str, plan.split))})"
+        return f"the networks behind the server yes ({nat})"
+    nets = ", ".join(map(str, plan.split))
+    return f"only the split networks and DNS servers {nets} (VPN_SPLIT_NETS; {nat})"
+
+
+def _each_other(plan: Plan) -> str:
+    if plan.client_isolation:
+        return "no (VPN_CLIENT_ISOLATION)"
+    if plan.split and not any(client_fence.within(plan.pool_v4, net) for net in plan.split):
+        return "no (VPN_SPLIT_NETS leaves out VPN_POOL_V4)"
+    return "yes (VPN_CLIENT_ISOLATION)"
 
 
 def _fenced(plan: Plan) -> str:

@@ -261,11 +261,16 @@ def test_with_ipv6_both_families_are_kept_to_the_split(plan: render.Plan) -> Non
 
 def test_the_start_up_log_says_what_clients_reach(plan: render.Plan) -> None:
     line = render.client_access(replace(plan, split=SPLIT))
-    assert (
-        "only VPN_SPLIT_NETS and the DNS servers (10.20.0.0/16, 192.168.50.0/24, 1.1.1.1/32)"
-        in line
+    assert line.startswith(
+        "VPN clients may reach: only the split networks and DNS servers 10.20.0.0/16, "
+        "192.168.50.0/24, 1.1.1.1/32 (VPN_SPLIT_NETS; NAT); "
+        "each other no (VPN_SPLIT_NETS leaves out VPN_POOL_V4); "
     )
-    assert "the networks behind the server" in render.client_access(plan)
+    with_pool = replace(plan, split=(net("10.0.0.0/8"), net("1.1.1.1/32")))
+    assert "; each other yes (VPN_CLIENT_ISOLATION); " in render.client_access(with_pool)
+    assert render.client_access(plan).startswith(
+        "VPN clients may reach: the networks behind the server yes (NAT); each other yes"
+    )
 
 
 @pytest.mark.skipif(shutil.which("nft") is None, reason="nft is not installed")
