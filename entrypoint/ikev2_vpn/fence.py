@@ -80,7 +80,7 @@ def fence(
     result: list[Fenced] = []
     for entry in wanted:
         for piece in _without(entry.network, holes):
-            if not any(_within(piece, kept.network) for kept in result):
+            if not any(within(piece, kept.network) for kept in result):
                 whole = None if piece == entry.network else entry.network
                 result.append(Fenced(piece, entry.why, whole))
     return tuple(result)
@@ -100,7 +100,7 @@ def _host(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> Network:
     return ipaddress.ip_network(address)
 
 
-def _within(inner: Network, outer: Network) -> bool:
+def within(inner: Network, outer: Network) -> bool:
     """``inner`` is ``outer`` or part of it (False across address families)."""
     return (
         inner.version == outer.version
@@ -117,9 +117,9 @@ def _without(network: Network, holes: Iterable[Network]) -> list[Network]:
             continue
         remaining: list[Network] = []
         for piece in pieces:
-            if _within(piece, hole):
+            if within(piece, hole):
                 continue
-            if _within(hole, piece):
+            if within(hole, piece):
                 remaining.extend(piece.address_exclude(hole))  # type: ignore[arg-type]
             else:
                 remaining.append(piece)

@@ -148,6 +148,8 @@ class Plan:
     pool_v6: ipaddress.IPv6Network | None = None  # VPN_POOL_V6: dual stack when set
     pool_v6_egress: V6Egress = V6Egress.NAT66  # VPN_POOL_V6_EGRESS
     egress_interface_v6: str | None = None  # the IPv6 default route's (with pool_v6)
+    # VPN_SPLIT_NETS and the DNS servers outside them (Settings.split_tunnel); (): full tunnel.
+    split: tuple[Network, ...] = ()
     # Client profiles (VPN_PROFILE_*).
     profile_passwords: ProfilePasswords = ProfilePasswords.INCLUDE
     profile_always_on: bool = False
@@ -173,6 +175,7 @@ class Plan:
             dns=self.dns,
             dpd_delay=self.dpd_delay,
             pool_v6=self.pool_v6,
+            split=self.split,
         )
 
 
@@ -202,6 +205,7 @@ def plan(settings: Settings, machine: Machine, state: ServerState) -> Plan:
         pool_v6=settings.pool_v6,
         pool_v6_egress=settings.pool_v6_egress,
         egress_interface_v6=machine.egress_v6.interface if machine.egress_v6 else None,
+        split=settings.split_tunnel(),
         profile_passwords=settings.profile_passwords,
         profile_always_on=settings.profile_always_on,
     )
@@ -238,6 +242,7 @@ class UsersPlan:
     dns: tuple[IPAddress, ...]
     dpd_delay: int = 30
     pool_v6: ipaddress.IPv6Network | None = None  # static users get a v6 address from it
+    split: tuple[Network, ...] = ()  # Plan.split: their connections tunnel the same
 
 
 @dataclass(frozen=True)
@@ -340,6 +345,15 @@ def full_tunnel(pool_v6: ipaddress.IPv6Network | None) -> tuple[str, ...]:
     addresses: Apple devices install no IPv6 routes into the tunnel otherwise, and the
     others would send their IPv6 traffic around it."""
     return ("0.0.0.0/0",) if pool_v6 is None else ("0.0.0.0/0", "::/0")
+
+
+def traffic_selectors(
+    pool_v6: ipaddress.IPv6Network | None, split: tuple[Network, ...]
+) -> tuple[str, ...]:
+    """What the server's traffic selector offers: the full tunnel, or with VPN_SPLIT_NETS
+    only those networks and the DNS servers. Clients propose everything and the server
+    narrows it; what is left is what they route into the tunnel (docs/clients.md)."""
+    return tuple(map(str, split)) if split else full_tunnel(pool_v6)
 
 
 def strongswan_conf(plan: Plan) -> str:
@@ -447,6 +461,9 @@ def nftables_conf(plan: Plan) -> str:
         # Without an IPv6 pool no client sends IPv6 through the tunnel.
         fence_v6=[entry for entry in fenced if entry.network.version == 6 and plan.pool_v6],
         from_tunnel=_FROM_TUNNEL[plan.backend.backend],
+        split=bool(plan.split),
+        split_v4=[str(net) for net in plan.split if net.version == 4],
+        split_v6=[str(net) for net in plan.split if net.version == 6],
     )
 
 
@@ -461,12 +478,10 @@ def client_access(plan: Plan) -> str:
     def say(allowed: bool) -> str:
         return "yes" if allowed else "no"
 
-    behind = "yes (NAT)"
-    if plan.pool_v6 is not None:
-        behind = f"yes (IPv4: NAT, IPv6: {plan.pool_v6_egress})"
+    nat = "NAT" if plan.pool_v6 is None else f"IPv4: NAT, IPv6: {plan.pool_v6_egress}"
     return (
-        f"VPN clients may reach: the networks behind the server {behind}; "
-        f"each other {say(not plan.client_isolation)} (VPN_CLIENT_ISOLATION); "
+        f"VPN clients may reach: {_behind(plan, nat)}; "
+        f"each other {_each_other(plan)}; "
         f"services of this container {say(plan.allow_server_access)} "
         "(VPN_ALLOW_SERVER_ACCESS); "
         f"link-local addresses and cloud metadata {say(plan.allow_link_local)} "
@@ -478,6 +493,21 @@ def client_access(plan: Plan) -> str:
             else ""
         )
     )
+
+
+def _behind(plan: Plan, nat: str) -> str:
+    if not plan.split:
+        return f"the networks behind the server yes ({nat})"
+    nets = ", ".join(map(str, plan.split))
+    return f"only the split networks and DNS servers {nets} (VPN_SPLIT_NETS; {nat})"
+
+
+def _each_other(plan: Plan) -> str:
+    if plan.client_isolation:
+        return "no (VPN_CLIENT_ISOLATION)"
+    if plan.split and not any(client_fence.within(plan.pool_v4, net) for net in plan.split):
+        return "no (VPN_SPLIT_NETS leaves out VPN_POOL_V4)"
+    return "yes (VPN_CLIENT_ISOLATION)"
 
 
 def _fenced(plan: Plan) -> str:
@@ -554,7 +584,7 @@ def _generic(plan: Plan) -> Connection:
         ),
         remote_auth="eap-mschapv2" if plan.radius is None else "eap-radius",
         dpd_delay=f"{plan.dpd_delay}s",
-        local_ts=full_tunnel(plan.pool_v6),
+        local_ts=traffic_selectors(plan.pool_v6, plan.split),
     )
 
 
@@ -585,7 +615,7 @@ def _static(static: StaticAddress, users: UsersPlan) -> Connection:
         remote_addrs=RANK_STATIC,
         unique="replace",
         dpd_delay=f"{users.dpd_delay}s",
-        local_ts=full_tunnel(users.pool_v6),
+        local_ts=traffic_selectors(users.pool_v6, users.split),
     )
 
 

@@ -359,6 +359,9 @@ class Settings(BaseSettings):
     # destinations to take out of what is fenced off.
     client_deny: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
     client_allow: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
+    # Split tunnel: only these networks (and the DNS servers) go through the tunnel; ():
+    # everything does (a full tunnel).
+    split_nets: Annotated[tuple[IPNetwork, ...], NoDecode] = ()
     ban_after: int = 5  # failed logins from one address before it is banned; 0: never
     ban_seconds: int = 600
     metrics_port: int | None = None  # TCP port of the Prometheus endpoint; None: off
@@ -589,6 +592,27 @@ class Settings(BaseSettings):
                     )
         return networks
 
+    @field_validator("split_nets", mode="before")
+    @classmethod
+    def _split_nets(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        networks = [_split_network(item) for item in value.replace(",", " ").split()]
+        if not networks:
+            raise ValueError(
+                "no network given; list the CIDR ranges clients reach through the tunnel, "
+                "or unset it for a full tunnel"
+            )
+        for index, network in enumerate(networks):
+            for other in networks[:index]:
+                if network.version == other.version and network.overlaps(other):
+                    # Overlapping networks nest: the longer prefix lies inside the other.
+                    narrow, wide = sorted((network, other), key=lambda n: -n.prefixlen)
+                    raise ValueError(
+                        f"{narrow} lies inside {wide}, which is listed too; list each range once"
+                    )
+        return tuple(networks)
+
     @field_validator(
         "ipsec_backend",
         "proposals",
@@ -755,6 +779,26 @@ class Settings(BaseSettings):
             declared.extend(self.users_file.accounts)
         return tuple(declared)
 
+    def split_tunnel(self) -> tuple[IPNetwork, ...]:
+        """What clients send through the tunnel with VPN_SPLIT_NETS; () for a full tunnel."""
+        return split_selectors(self.split_nets, self.dns)
+
+
+def split_selectors(
+    split_nets: tuple[IPNetwork, ...], dns: tuple[IPAddress, ...]
+) -> tuple[IPNetwork, ...]:
+    """The split networks, then each DNS server outside them as a one-address network, so
+    that the servers pushed to clients are reached through the tunnel too (clients that
+    send their queries elsewhere leak them: docs/settings.md). () stays (): a full tunnel."""
+    if not split_nets:
+        return ()
+    hosts: list[IPNetwork] = []
+    for server in dns:
+        host = ipaddress.ip_network(server)
+        if not any(server in net for net in (*split_nets, *hosts)):
+            hosts.append(host)
+    return (*split_nets, *hosts)
+
 
 def _ipv4_network(value: str, example: str) -> ipaddress.IPv4Network:
     """A network in CIDR notation, exactly as written (no host bits)."""
@@ -785,6 +829,44 @@ def _fence_network(text: str) -> IPNetwork:
         ) from None
     if network.network_address != ipaddress.ip_interface(text).ip:
         raise ValueError(f"{text!r} has host bits set; use {network}")
+    return network
+
+
+# What VPN_SPLIT_NETS may not name: clients could never reach it through the server.
+_NOT_A_SPLIT_NET = {
+    ipaddress.ip_network(net): kind
+    for net, kind in (
+        ("0.0.0.0/8", "this-network"), ("127.0.0.0/8", "loopback"), ("224.0.0.0/4", "multicast"),
+        ("240.0.0.0/4", "reserved"), ("::/128", "unspecified"), ("::1/128", "loopback"),
+        ("ff00::/8", "multicast"),
+    )
+}  # fmt: skip
+
+
+def _split_network(text: str) -> IPNetwork:
+    """One entry of VPN_SPLIT_NETS: a network in CIDR notation, exactly as written."""
+    example = "10.20.0.0/16 or 2001:db8:20::/48"
+    try:
+        if "/" not in text or "%" in text:
+            raise ValueError(text)
+        network = ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not an IP network; use CIDR notation like {example}, separated by commas"
+        ) from None
+    if network.network_address != ipaddress.ip_interface(text).ip:
+        raise ValueError(f"{text!r} has host bits set; use {network}")
+    if network.prefixlen == 0:
+        raise ValueError(
+            f"{network} is everything; unset VPN_SPLIT_NETS for a full tunnel, or list only "
+            "the networks clients reach through it"
+        )
+    for reserved, kind in _NOT_A_SPLIT_NET.items():
+        if network.version == reserved.version and network.overlaps(reserved):
+            raise ValueError(
+                f"{network} takes in {kind} addresses ({reserved}), which VPN clients cannot "
+                "reach through the server; list the networks behind the server"
+            )
     return network
 
 
@@ -903,6 +985,7 @@ def _check_combinations(settings: Settings) -> None:
     _check_web(settings)
     _check_static_block(settings)
     _check_pool_v6(settings)
+    _check_split_nets(settings)
     if settings.cert is CertSource.SELF_SIGNED and (settings.chain_path is not None):
         raise ConfigError(
             "VPN_CHAIN_PATH",
@@ -1040,6 +1123,17 @@ def _check_pool_v6(settings: Settings) -> None:
         )
 
 
+def _check_split_nets(settings: Settings) -> None:
+    v6 = [net for net in settings.split_nets if net.version == 6]
+    if v6 and settings.pool_v6 is None:
+        raise ConfigError(
+            "VPN_SPLIT_NETS",
+            f"{v6[0]} is an IPv6 network, and clients get no IPv6 address or route "
+            "through the tunnel without VPN_POOL_V6",
+            "set VPN_POOL_V6 or list only IPv4 networks",
+        )
+
+
 _ACME_FIELDS = ("acme_email", "acme_ca_bundle", "acme_key_type", "acme_fallback")
 
 
@@ -1141,6 +1235,7 @@ def describe(settings: Settings) -> Iterable[str]:
         f"VPN_POOL_V6={settings.pool_v6 or '(off)'} "
         + (f"VPN_POOL_V6_EGRESS={settings.pool_v6_egress} " if settings.pool_v6 else "")
         + f"VPN_DNS={','.join(map(str, settings.dns))} "
+        f"VPN_SPLIT_NETS={','.join(map(str, settings.split_nets)) or '(full tunnel)'} "
         f"VPN_IPSEC_BACKEND={settings.ipsec_backend} VPN_PROPOSALS={settings.proposals} "
         f"VPN_CERT={settings.cert}"
     )

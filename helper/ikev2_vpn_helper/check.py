@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -72,8 +72,11 @@ def evaluate(
     pool: ipaddress.IPv4Network,
     egress_address: str,
     client_address: str,
+    split: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+    target_address: str | None = None,
 ) -> list[Finding]:
-    """Judge a connection attempt and the traffic that followed."""
+    """Judge a connection attempt and the traffic that followed. ``split``: the server's
+    VPN_SPLIT_NETS, which may leave the target outside the tunnel."""
     if not connection.connected:
         return [Finding("connected", False, connection.error or "the connection failed")]
     findings = [Finding("connected", True, f"in {connection.connect_ms:.0f} ms")]
@@ -85,9 +88,28 @@ def evaluate(
     )
     if traffic is None:
         return [*findings, Finding("traffic", False, "no traffic was sent")]
+    if split and target_address and not _inside(target_address, split):
+        nets = ", ".join(map(str, split))
+        return [
+            *findings,
+            Finding(
+                "traffic",
+                False,
+                f"the target {target_address} is outside the server's VPN_SPLIT_NETS ({nets}), "
+                "so the tunnel does not carry traffic to it; add the server's egress network "
+                "to VPN_SPLIT_NETS to check traffic",
+            ),
+        ]
     findings.append(_nat(traffic, connection.virtual_ip, egress_address, client_address))
     findings.append(_icmp(traffic, connection.virtual_ip, egress_address, client_address))
     return findings
+
+
+def _inside(
+    address: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
+) -> bool:
+    found = ipaddress.ip_address(address)
+    return any(found in network for network in networks)
 
 
 def _virtual_ip(address: str | None, pool: ipaddress.IPv4Network) -> Finding:

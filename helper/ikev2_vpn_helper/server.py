@@ -250,6 +250,18 @@ class Server:
             return host.lower().rstrip(".")
 
     @property
+    def split_nets(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        """The server's VPN_SPLIT_NETS (): a full tunnel; entries it would refuse are left
+        out, since such a server does not run."""
+        found = []
+        for item in self._env.get("VPN_SPLIT_NETS", "").replace(",", " ").split():
+            try:
+                found.append(ipaddress.ip_network(item))
+            except ValueError:
+                continue
+        return tuple(found)
+
+    @property
     def pool(self) -> ipaddress.IPv4Network:
         """The pool clients get addresses from (the server's VPN_POOL_V4, else its default)."""
         value = self._env.get("VPN_POOL_V4")

@@ -210,6 +210,8 @@ class Session:
                 pool=server.pool,
                 egress_address=egress.address,
                 client_address=client.address,
+                split=server.split_nets,
+                target_address=target.address,
             ),
             run_id=self.run_id,
         )

@@ -77,6 +77,18 @@ def proposal_list(text: str | None) -> str | None:
     return compact
 
 
+def traffic_selectors(networks: Sequence[str]) -> tuple[str, ...]:
+    """CIDR networks for the client's ``remote_ts`` (what it tunnels), as strongSwan
+    writes them."""
+    selectors = []
+    for text in networks:
+        try:
+            selectors.append(str(ipaddress.ip_network(text.strip())))
+        except ValueError:
+            raise HelperError(f"{text!r} is not a network in CIDR notation") from None
+    return tuple(selectors)
+
+
 def _templates() -> jinja2.Environment:
     environment = jinja2.Environment(
         loader=jinja2.FunctionLoader(
@@ -113,6 +125,9 @@ class ClientProfile:
     persistent: bool = False
     dpd_delay_s: int = 2
     ipv6: bool = False  # also ask for an IPv6 address and tunnel ::/0
+    # What the client proposes to tunnel (and routes, once the server narrowed it); ():
+    # everything, as a full-tunnel client does.
+    remote_ts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -161,6 +176,7 @@ def render_swanctl_conf(profile: ClientProfile) -> str:
             persistent=profile.persistent,
             dpd_delay=profile.dpd_delay_s,
             ipv6=profile.ipv6,
+            remote_ts=profile.remote_ts,
         )
     )
 
@@ -453,6 +469,7 @@ class VpnClient:
         plain_secret: bool = False,
         server_id: str | None = None,
         ipv6: bool = False,
+        remote_ts: Sequence[str] = (),
     ) -> ConnectResult:
         """Dial the server as ``user``; the result says what a user would have seen.
 
@@ -460,6 +477,8 @@ class VpnClient:
         commas (None: strongSwan's defaults). ``server_id``: the identity to expect from the
         server this time, e.g. the one a profile names (None: the client's ``server_id``).
         ``ipv6``: ask for an IPv6 address as well and send IPv6 through the tunnel.
+        ``remote_ts``: the networks to propose tunnelling, as a device configured with
+        routes does (empty: everything, narrowed by the server to what it tunnels).
         """
         profile = ClientProfile(
             self.server_address,
@@ -468,6 +487,7 @@ class VpnClient:
             proposal_list(ike_proposals),
             proposal_list(esp_proposals),
             ipv6=ipv6,
+            remote_ts=traffic_selectors(remote_ts),
         )
         self._hide.append(password)
         eng.put_files(

@@ -1,7 +1,9 @@
 """The compatibility table in docs/clients.md, generated from what the end-to-end suite measured.
 
 tests/e2e/test_compat.py connects a client replaying each platform (and each generated
-profile) to a server under each ``VPN_PROPOSALS`` set, writes what it saw to a results file
+profile) to a server under each ``VPN_PROPOSALS`` set, and tests/e2e/test_split_tunnel.py
+does the same against a server with a split tunnel (rows ``split-*``); each writes what it
+saw to a results file
 (``$VPN_COMPAT_RESULTS``, else ``.pytest_cache/ikev2-vpn-compat.json``), and fails when the
 table in docs/clients.md says something else. This module turns results into the table::
 
@@ -27,7 +29,7 @@ from typing import Final
 
 from ikev2_vpn_helper.errors import HelperError
 
-from .platforms import GENERATED_PROFILES, PLATFORMS
+from .platforms import GENERATED_PROFILES, PLATFORMS, SPLIT_PREFIX, SPLIT_SETTING, split_platforms
 
 START: Final = "<!-- compat-matrix:start -->"
 END: Final = "<!-- compat-matrix:end -->"
@@ -47,6 +49,9 @@ class Outcome(StrEnum):
     REFUSED_IKE = "refused (IKE proposals)"
     REFUSED_ESP = "refused (ESP proposals)"
     NO_TRAFFIC = "connects, no traffic"  # a bug: the tunnel is up but carries nothing
+    # A split tunnel (VPN_SPLIT_NETS): the split networks through the tunnel, the rest direct.
+    SPLIT = "connects, split"
+    NOT_SPLIT = "connects, not split"  # a bug: the rest went through the tunnel, or nowhere
     FAILS = "fails"  # a bug: refused for another reason
 
     @property
@@ -65,6 +70,15 @@ def judge(connected: bool, traffic_ok: bool, server_log: str) -> Outcome:
     return Outcome.FAILS
 
 
+def judge_split(connected: bool, inside_ok: bool, outside_direct: bool, server_log: str) -> Outcome:
+    """The outcome of one attempt against a split tunnel: ``inside_ok`` when a target in the
+    split networks saw the server's address, ``outside_direct`` when one outside them saw
+    the client's own."""
+    if connected and inside_ok:
+        return Outcome.SPLIT if outside_direct else Outcome.NOT_SPLIT
+    return judge(connected, False, server_log)
+
+
 @dataclass(frozen=True)
 class Row:
     key: str
@@ -75,6 +89,14 @@ class Row:
 ROWS: Final[tuple[Row, ...]] = (
     *(Row(entry.key, entry.platform, entry.setting) for entry in PLATFORMS),
     *(Row(entry.key, entry.platform, entry.setting) for entry in GENERATED_PROFILES),
+    *(
+        Row(SPLIT_PREFIX + entry.key, entry.platform, entry.setting + SPLIT_SETTING)
+        for entry in split_platforms()
+    ),
+    *(
+        Row(SPLIT_PREFIX + entry.key, entry.platform, entry.setting + SPLIT_SETTING)
+        for entry in GENERATED_PROFILES
+    ),
 )
 
 # row key -> proposal set -> outcome
@@ -162,7 +184,14 @@ def results_path() -> Path:
 
 
 def save_results(path: Path, results: Mapping[str, Mapping[str, str]]) -> None:
+    """Add ``results`` to the file: test_compat.py and test_split_tunnel.py each write
+    their own rows."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        merged = load_results(path)
+        for key, row in results.items():
+            merged.setdefault(key, {}).update(row)
+        results = merged
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 

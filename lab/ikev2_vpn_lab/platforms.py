@@ -34,6 +34,10 @@ class Platform:
     strong: bool  # expected to connect under VPN_PROPOSALS=modern too
     source: str  # what docs/clients.md says the proposals are
     note: str = ""
+    # Routes what the server's traffic selector covers, so a split tunnel set by the server
+    # (VPN_SPLIT_NETS) needs nothing on the device. Windows routes by its own route list
+    # instead (docs/clients.md, Split tunnels): only its generated script is replayed there.
+    follows_server_split: bool = True
 
     @property
     def ike_proposals(self) -> str | None:
@@ -73,6 +77,7 @@ _ANDROID_GROUPS: Final = "modp2048-modp3072-modp4096-ecp256-ecp384-ecp521"
 PLATFORMS: Final[tuple[Platform, ...]] = (
     Platform(
         key="windows10",
+        follows_server_split=False,
         platform="Windows 10",
         setting="built-in, added in Settings",
         ike=(_WINDOWS_IKE,),
@@ -83,6 +88,7 @@ PLATFORMS: Final[tuple[Platform, ...]] = (
     ),
     Platform(
         key="windows11",
+        follows_server_split=False,
         platform="Windows 11",
         setting="built-in, added in Settings",
         ike=(_WINDOWS_IKE, "aes128gcm16-aes256gcm16-sha1-sha256-sha384-modp1024"),
@@ -93,6 +99,7 @@ PLATFORMS: Final[tuple[Platform, ...]] = (
     ),
     Platform(
         key="windows-dh2048",
+        follows_server_split=False,
         platform="Windows 10/11",
         setting="added in Settings, registry `NegotiateDH2048_AES256=2`",
         ike=("aes256-sha1-sha256-sha384-modp2048",),
@@ -107,6 +114,7 @@ PLATFORMS: Final[tuple[Platform, ...]] = (
     ),
     Platform(
         key="windows-powershell",
+        follows_server_split=False,
         platform="Windows 10/11",
         setting="PowerShell `Set-VpnConnectionIPsecConfiguration` shown above",
         ike=("aes256-sha256-ecp384",),
@@ -218,6 +226,15 @@ GENERATED_PROFILES: Final[tuple[GeneratedProfile, ...]] = (
     GeneratedProfile("linux-swanctl", "Linux", "generated `swanctl.conf`", ".swanctl.conf"),
     GeneratedProfile("linux-nm", "Linux", "generated NetworkManager profile", ".nmconnection"),
 )
+
+
+SPLIT_PREFIX: Final = "split-"
+SPLIT_SETTING: Final = "; server sets `VPN_SPLIT_NETS`"
+
+
+def split_platforms() -> tuple[Platform, ...]:
+    """The platforms replayed against a split tunnel: those that follow the server's."""
+    return tuple(platform for platform in PLATFORMS if platform.follows_server_split)
 
 
 def by_key(key: str) -> Platform:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ikev2_vpn_helper.errors import HelperError
-from ikev2_vpn_helper.vpnclient import proposal_list
+from ikev2_vpn_helper.vpnclient import proposal_list, traffic_selectors
 
 
 class ProfileFormatError(HelperError):
@@ -39,6 +39,9 @@ class ReplayedProfile:
     remote_id: str | None  # the identity it expects from the server
     user: str | None  # its EAP identity
     ca_der: bytes | None = None  # a CA certificate the profile carries, if any
+    # The networks the device routes into the tunnel, as a replaying client proposes them;
+    # (): everything, narrowed by the server (what devices without routes in the profile do).
+    remote_ts: tuple[str, ...] = ()
 
     @property
     def ike_proposals(self) -> str | None:
@@ -47,6 +50,15 @@ class ReplayedProfile:
     @property
     def esp_proposals(self) -> str | None:
         return ",".join(self.esp) or None
+
+
+def _networks(values: list[str], what: str) -> tuple[str, ...]:
+    try:
+        return traffic_selectors(values)
+    except HelperError:
+        raise ProfileFormatError(
+            f"{what}: {values!r} holds something that is not a network"
+        ) from None
 
 
 def _proposals(values: list[str], what: str) -> tuple[str, ...]:
@@ -216,7 +228,25 @@ def parse_sswan(data: bytes) -> ReplayedProfile:
         remote_id=remote.get("id") or remote["addr"],
         user=(document.get("local") or {}).get("eap_id"),
         ca_der=ca_der,
+        remote_ts=_sswan_subnets(document.get("split-tunneling")),
     )
+
+
+def _sswan_subnets(split: object) -> tuple[str, ...]:
+    """``split-tunneling.subnets``: what the app routes into the tunnel (an array, or one
+    string of subnets separated by spaces); absent: what the server's selector covers."""
+    if split is None:
+        return ()
+    if not isinstance(split, dict):
+        raise ProfileFormatError("split-tunneling is not an object")
+    subnets = split.get("subnets")
+    if subnets is None:
+        return ()
+    if isinstance(subnets, str):
+        subnets = subnets.split()
+    if not isinstance(subnets, list) or not all(isinstance(s, str) for s in subnets):
+        raise ProfileFormatError("split-tunneling.subnets is neither a list nor a string")
+    return _networks(subnets, "split-tunneling.subnets")
 
 
 # --- Windows PowerShell ----------------------------------------------------------------------
@@ -269,11 +299,21 @@ _PS_BASE64_LITERAL: Final = re.compile(r"'([A-Za-z0-9+/]{200,}={0,2})'")
 def _ps_command(script: str, cmdlet: str) -> dict[str, str]:
     """The ``-Name value`` arguments of the one line that calls ``cmdlet`` (switches map
     to "")."""
-    text = script.removeprefix("\ufeff").replace("`\r\n", " ").replace("`\n", " ")
-    lines = [line for line in text.splitlines() if line.strip().startswith(cmdlet + " ")]
+    lines = _ps_commands(script, cmdlet)
     if len(lines) != 1:
         raise ProfileFormatError(f"expected one {cmdlet} line, found {len(lines)}")
-    tokens = _PS_TOKEN.findall(lines[0])[1:]
+    return lines[0]
+
+
+def _ps_commands(script: str, cmdlet: str) -> list[dict[str, str]]:
+    """The arguments of every line that calls ``cmdlet``, in order."""
+    text = script.removeprefix("\ufeff").replace("`\r\n", " ").replace("`\n", " ")
+    lines = [line for line in text.splitlines() if line.strip().startswith(cmdlet + " ")]
+    return [_ps_arguments(line) for line in lines]
+
+
+def _ps_arguments(line: str) -> dict[str, str]:
+    tokens = _PS_TOKEN.findall(line)[1:]
     arguments: dict[str, str] = {}
     for index, token in enumerate(tokens):
         if token.startswith("-") and not token.startswith("-$"):
@@ -281,7 +321,7 @@ def _ps_command(script: str, cmdlet: str) -> dict[str, str]:
             following = tokens[index + 1] if index + 1 < len(tokens) else ""
             if colon:
                 arguments[name] = inline
-            elif following and not following.startswith("-"):
+            elif following and not following.startswith(("-", "@")):  # @x: splatting
                 arguments[name] = following
             else:
                 arguments[name] = ""
@@ -346,7 +386,27 @@ def parse_powershell(script: bytes | str) -> ReplayedProfile:
         remote_id=address,  # Windows expects the server to be who it dialled
         user=None,  # typed by the user at the first connect
         ca_der=base64.b64decode(ca.group(1)) if ca else None,
+        remote_ts=_windows_routes(text, created),
     )
+
+
+def _windows_routes(script: str, created: Mapping[str, str]) -> tuple[str, ...]:
+    """With split tunnelling switched on (``-SplitTunneling`` or ``:$true``), Windows routes
+    only what ``Add-VpnConnectionRoute`` adds (Microsoft's VpnClient reference; the class-based
+    route of its own address aside). Otherwise (a switch bound to a variable that defaults
+    to off, or absent) it routes everything into the tunnel."""
+    split = created.get("SplitTunneling")
+    if split is None or split.lower() not in {"", "$true", "true"}:
+        return ()
+    routes = [
+        arguments.get("DestinationPrefix", "")
+        for arguments in _ps_commands(script, "Add-VpnConnectionRoute")
+    ]
+    if not routes:
+        raise ProfileFormatError(
+            "-SplitTunneling without Add-VpnConnectionRoute: nothing tunnelled"
+        )
+    return _networks(routes, "Add-VpnConnectionRoute -DestinationPrefix")
 
 
 # --- strongSwan swanctl.conf -----------------------------------------------------------------
@@ -457,6 +517,7 @@ def parse_swanctl_conf(text: bytes | str) -> ReplayedProfile:
         remote_address=address[0] if address else None,
         remote_id=_string(remote, "id"),
         user=_string(local, "eap_id") or _string(local, "id"),
+        remote_ts=_networks(_split(_string(children[0], "remote_ts"), ","), "remote_ts"),
     )
 
 
@@ -492,6 +553,8 @@ def parse_nmconnection(text: bytes | str) -> ReplayedProfile:
         remote_address=address,
         remote_id=vpn.get("remote-identity") or address,
         user=vpn.get("user"),
+        # charon-nm proposes these (separated by ';'), else 0.0.0.0/0 and ::/0.
+        remote_ts=_networks(_split(vpn.get("remote-ts"), ";"), "remote-ts"),
     )
 
 

@@ -150,3 +150,32 @@ def test_client_network_falls_back_to_the_only_network() -> None:
 def test_a_server_without_network_address_cannot_be_checked() -> None:
     with pytest.raises(HelperError, match="host networking"):
         choose_client_network({}, None, set())
+
+
+def test_a_target_outside_the_servers_split_tunnel_is_named_as_the_reason() -> None:
+    """Against a server with VPN_SPLIT_NETS the check's target (on the server's egress
+    network) may lie outside the split: say so rather than blame NAT."""
+    split = (ipaddress.ip_network("10.20.0.0/16"),)
+    unreached = TrafficResult("198.19.0.5", None, 3, 0, [])
+    findings = evaluate(
+        CONNECTED,
+        unreached,
+        pool=POOL,
+        egress_address=EGRESS,
+        client_address=CLIENT,
+        split=split,
+        target_address="198.19.0.5",
+    )
+    last = findings[-1]
+    assert (last.check, last.ok) == ("traffic", False)
+    assert "outside the server's VPN_SPLIT_NETS (10.20.0.0/16)" in last.detail
+    inside = evaluate(
+        CONNECTED,
+        traffic(),
+        pool=POOL,
+        egress_address=EGRESS,
+        client_address=CLIENT,
+        split=(ipaddress.ip_network("198.51.100.0/24"),),
+        target_address="198.51.100.3",
+    )
+    assert all(finding.ok for finding in inside)

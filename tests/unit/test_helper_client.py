@@ -18,6 +18,7 @@ from ikev2_vpn_helper.vpnclient import (
     render_strongswan_conf,
     render_swanctl_conf,
     swanctl_value,
+    traffic_selectors,
 )
 
 PROFILE = ClientProfile(server_address="192.0.2.10", server_id="vpn.example.test", user="alice")
@@ -159,3 +160,18 @@ def test_proposal_lists_are_normalised() -> None:
 def test_malformed_proposals_cannot_reach_the_configuration(text: str) -> None:
     with pytest.raises(HelperError, match="proposal list"):
         proposal_list(text)
+
+
+def test_swanctl_conf_proposes_only_the_given_networks() -> None:
+    """A replayed device with routes (a split-tunnel profile) proposes just those."""
+    profile = ClientProfile(
+        "192.0.2.10", "vpn.example.test", "alice", remote_ts=("10.20.0.0/16", "2001:db8::/32")
+    )
+    assert "remote_ts = 10.20.0.0/16, 2001:db8::/32\n" in render_swanctl_conf(profile)
+    assert traffic_selectors([" 10.20.0.0/16", "2001:db8::/32"]) == profile.remote_ts
+
+
+@pytest.mark.parametrize("bad", ["10.20.0.1/16", "0.0.0.0/0\n  children {", "office"])
+def test_networks_that_are_not_cidr_are_refused(bad: str) -> None:
+    with pytest.raises(HelperError, match="not a network in CIDR notation"):
+        traffic_selectors([bad])

@@ -9,6 +9,7 @@ import pytest
 from ikev2_vpn_helper.errors import HelperError
 from ikev2_vpn_lab import matrix
 from ikev2_vpn_lab.matrix import Outcome
+from ikev2_vpn_lab.platforms import GENERATED_PROFILES, SPLIT_PREFIX
 
 README = Path(__file__).parents[2] / "docs" / "clients.md"  # holds the compat-matrix block
 
@@ -127,3 +128,41 @@ def test_command_line(
 
     results.write_text("{not json", encoding="utf-8")
     assert matrix.main(["--results", str(results)]) == 2
+
+
+@pytest.mark.parametrize(
+    ("connected", "inside_ok", "outside_direct", "log", "outcome"),
+    [
+        (True, True, True, "", Outcome.SPLIT),
+        (True, True, False, "", Outcome.NOT_SPLIT),  # the rest went through the tunnel
+        (True, False, True, "", Outcome.NO_TRAFFIC),
+        (False, False, False, "received proposals unacceptable", Outcome.REFUSED_IKE),
+    ],
+)
+def test_judge_split(
+    connected: bool, inside_ok: bool, outside_direct: bool, log: str, outcome: Outcome
+) -> None:
+    assert matrix.judge_split(connected, inside_ok, outside_direct, log) is outcome
+
+
+def test_split_rows_follow_the_others_without_windows_defaults() -> None:
+    """Windows' built-in client routes by its own list, not by the server's selector: only
+    its generated script has a split row (docs/clients.md, Split tunnels)."""
+    split = [row for row in matrix.ROWS if row.key.startswith(SPLIT_PREFIX)]
+    assert [row.key for row in matrix.ROWS[-len(split) :]] == [row.key for row in split]
+    keys = {row.key.removeprefix(SPLIT_PREFIX) for row in split}
+    assert keys == {"ios", "macos", "android-builtin", "android-strongswan", "linux"} | {
+        profile.key for profile in GENERATED_PROFILES
+    }
+    assert all(row.setting.endswith("; server sets `VPN_SPLIT_NETS`") for row in split)
+
+
+def test_results_of_the_two_suites_are_merged(tmp_path: Path) -> None:
+    results = tmp_path / "results.json"
+    matrix.save_results(results, {"linux": {"modern": "connects"}})
+    matrix.save_results(results, {"split-linux": {"modern": "connects, split"}})
+    matrix.save_results(results, {"linux": {"compatible": "connects"}})
+    assert matrix.load_results(results) == {
+        "linux": {"modern": "connects", "compatible": "connects"},
+        "split-linux": {"modern": "connects, split"},
+    }

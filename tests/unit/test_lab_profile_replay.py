@@ -8,6 +8,7 @@ not against this project's generators.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import ipaddress
 import json
 
@@ -434,3 +435,89 @@ def test_generated_profiles_read_back_to_strong_proposals(esp_gcm: bool) -> None
             assert _accepted_by_modern(proposal, modern.ike), (name, proposal)
         for proposal in replayed.esp:
             assert _accepted_by_modern(proposal, modern.esp), (name, proposal)
+
+
+# --- split tunnels: the networks a device routes into the tunnel ---------------------------
+
+
+@pytest.mark.parametrize(
+    "subnets", [["10.20.0.0/16", "192.0.2.53/32"], "10.20.0.0/16 192.0.2.53/32"]
+)
+def test_sswan_subnets_as_a_list_or_one_string(subnets: object) -> None:
+    document = {**json.loads(SSWAN), "split-tunneling": {"subnets": subnets}}
+    replayed = parse_sswan(json.dumps(document).encode())
+    assert replayed.remote_ts == ("10.20.0.0/16", "192.0.2.53/32")
+    blocked = {**json.loads(SSWAN), "split-tunneling": {"block-ipv6": True}}
+    assert parse_sswan(json.dumps(blocked).encode()).remote_ts == ()
+    assert parse_sswan(SSWAN).remote_ts == ()
+
+
+@pytest.mark.parametrize(
+    ("split", "message"),
+    [
+        ({"subnets": ["office"]}, "not a network"),
+        ({"subnets": 10}, "neither a list nor a string"),
+        (["10.0.0.0/8"], "not an object"),
+    ],
+)
+def test_sswan_subnets_the_app_would_reject_are_refused(split: object, message: str) -> None:
+    document = {**json.loads(SSWAN), "split-tunneling": split}
+    with pytest.raises(ProfileFormatError, match=message):
+        parse_sswan(json.dumps(document).encode())
+
+
+def _split_script(switch: str, routes: list[str]) -> bytes:
+    text = POWERSHELL.decode("utf-8-sig").replace(
+        "-RememberCredential\r\n", f"-RememberCredential {switch} @Scope\r\n"
+    )
+    for route in routes:
+        text += (
+            f"Add-VpnConnectionRoute -ConnectionName $Name -DestinationPrefix '{route}' @Scope\r\n"
+        )
+    return text.encode("utf-8-sig")
+
+
+@pytest.mark.parametrize("switch", ["-SplitTunneling", "-SplitTunneling:$true"])
+def test_powershell_with_split_tunnelling_routes_what_it_adds(switch: str) -> None:
+    replayed = parse_powershell(_split_script(switch, ["10.20.0.0/16", "2001:db8:20::/48"]))
+    assert replayed.remote_ts == ("10.20.0.0/16", "2001:db8:20::/48")
+    assert replayed.remote_address == "vpn.example.test"  # @Scope is no argument's value
+
+
+@pytest.mark.parametrize("switch", ["-SplitTunneling:$SplitTunnel", "-SplitTunneling:$false", ""])
+def test_powershell_without_split_tunnelling_routes_everything(switch: str) -> None:
+    """A switch bound to a variable is the script's default, off; routes then do not matter."""
+    assert parse_powershell(_split_script(switch, ["10.10.10.0/24"])).remote_ts == ()
+
+
+def test_powershell_split_without_routes_or_with_a_bad_one_is_refused() -> None:
+    with pytest.raises(ProfileFormatError, match="nothing tunnelled"):
+        parse_powershell(_split_script("-SplitTunneling", []))
+    with pytest.raises(ProfileFormatError, match="not a network"):
+        parse_powershell(_split_script("-SplitTunneling", ["10.20.0.0/33"]))
+
+
+def test_swanctl_and_keyfile_remote_ts() -> None:
+    narrowed = SWANCTL_CONF.replace(
+        "remote_ts = 0.0.0.0/0", "remote_ts = 10.20.0.0/16, 2001:db8:20::/48"
+    )
+    assert parse_swanctl_conf(narrowed).remote_ts == ("10.20.0.0/16", "2001:db8:20::/48")
+    assert parse_swanctl_conf(SWANCTL_CONF).remote_ts == ("0.0.0.0/0",)
+    keyfile = NMCONNECTION.replace("[ipv4]", "remote-ts=10.20.0.0/16;2001:db8:20::/48\n\n[ipv4]")
+    assert parse_nmconnection(keyfile).remote_ts == ("10.20.0.0/16", "2001:db8:20::/48")
+    assert parse_nmconnection(NMCONNECTION).remote_ts == ()
+
+
+def test_generated_profiles_read_back_to_the_servers_split() -> None:
+    """Profiles with routes route exactly what the server tunnels; Apple's follows it."""
+    split = (ipaddress.ip_network("10.20.0.0/16"), ipaddress.ip_network("198.51.100.53/32"))
+    profile = dataclasses.replace(_input(esp_gcm=True), split=split)
+    expected = ("10.20.0.0/16", "198.51.100.53/32")
+    assert parse_mobileconfig(apple.mobileconfig(profile)).remote_ts == ()
+    assert parse_sswan(android.sswan(profile)).remote_ts == expected
+    assert parse_powershell(windows.windows_script(profile)).remote_ts == expected
+    assert parse_swanctl_conf(linux.swanctl_conf(profile)).remote_ts == expected
+    assert parse_nmconnection(linux.nmconnection(profile)).remote_ts == expected
+    full = _generated(esp_gcm=True)
+    assert full["android"].remote_ts == full["windows"].remote_ts == full["nm"].remote_ts == ()
+    assert full["swanctl"].remote_ts == ("0.0.0.0/0",)

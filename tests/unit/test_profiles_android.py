@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import json
 import uuid
 from typing import Any
@@ -15,6 +16,7 @@ from profilefactory import HOST, PASSWORD, USER, accepted, ca, make_profile
 from ikev2_vpn import render
 from ikev2_vpn.profiles import ProfileInput, android
 from ikev2_vpn.settings import ProposalSet
+from ikev2_vpn_lab.profile_replay import parse_sswan
 
 
 def parse(profile: ProfileInput) -> dict[str, Any]:
@@ -122,3 +124,19 @@ def test_builtin_instructions_name_only_entries_the_dialog_has(self_signed: bool
     expected_ca = "the certificate installed in step 1" if self_signed else "(don't verify server)"
     assert expected_ca in ca_line
     assert server_line.endswith('"(received from server)"')
+
+
+SPLIT = (ipaddress.ip_network("10.20.0.0/16"), ipaddress.ip_network("192.0.2.53/32"))
+
+
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_a_split_tunnel_routes_only_the_servers_networks(ipv6: bool) -> None:
+    """VPN_SPLIT_NETS: the app routes only ``subnets`` into the tunnel; without
+    "block-ipv6", IPv6 outside them leaves the phone directly like the rest."""
+    split = parse(make_profile(split=SPLIT, ipv6=ipv6))["split-tunneling"]
+    assert split == {"subnets": ["10.20.0.0/16", "192.0.2.53/32"]}
+    # What the app's importer reads back (VpnProfileImportActivity.getSubnets).
+    assert parse_sswan(android.sswan(make_profile(split=SPLIT))).remote_ts == (
+        "10.20.0.0/16",
+        "192.0.2.53/32",
+    )

@@ -283,3 +283,12 @@ def test_signatures_of_one_profile_are_the_same_profile(chain: certfactory.Chain
 def test_the_description_carries_the_ca_fingerprint() -> None:
     description = parse(make_profile())["PayloadDescription"]
     assert ca_fingerprint(ca()) in description
+
+
+def test_a_split_tunnel_needs_no_key_apple_follows_the_servers_selector() -> None:
+    """Apple routes what the narrowed selector covers (render.traffic_selectors): the profile
+    of a split server is the same as a full one's, and nothing in it overrides the split."""
+    split = (ipaddress.ip_network("10.20.0.0/16"), ipaddress.ip_network("192.0.2.53/32"))
+    assert apple.plist(make_profile(split=split)) == apple.plist(make_profile())
+    assert render.traffic_selectors(None, split) == ("10.20.0.0/16", "192.0.2.53/32")
+    assert "IncludeAllNetworks" not in ikev2(make_profile(split=split))

@@ -4,6 +4,7 @@ keyfile as GLib reads it."""
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import re
 import uuid
 from typing import Any
@@ -179,3 +180,22 @@ def test_keyfile_value_escapes() -> None:
     assert linux.keyfile_value("plain text") == "plain text"
     assert linux.keyfile_value(" a\\b\n ") == "\\sa\\\\b\\n\\s"
     assert linux.keyfile_value("\t x") == "\\t x"
+
+
+# --- a split tunnel set by the server (VPN_SPLIT_NETS) -------------------------------------
+
+SPLIT = (ipaddress.ip_network("10.20.0.0/16"), ipaddress.ip_network("2001:db8:20::/48"))
+
+
+@pytest.mark.parametrize("ipv6", [False, True])
+def test_swanctl_asks_for_only_the_servers_networks(ipv6: bool) -> None:
+    conn = connection(make_profile(split=SPLIT, ipv6=ipv6))
+    child = conn["children"][linux.connection_name(HOST)]
+    assert child["remote_ts"] == "10.20.0.0/16, 2001:db8:20::/48"
+    assert "Split tunnel" in linux.swanctl_conf(make_profile(split=SPLIT)).decode()
+
+
+def test_keyfile_names_the_servers_networks_as_remote_ts() -> None:
+    """charon-nm proposes ``remote-ts`` (separated by ';') instead of 0.0.0.0/0 and ::/0."""
+    assert keyfile(make_profile(split=SPLIT))["vpn"]["remote-ts"] == "10.20.0.0/16;2001:db8:20::/48"
+    assert "remote-ts" not in keyfile(make_profile())["vpn"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import ipaddress
 import re
 
 import pytest
@@ -16,6 +17,7 @@ from ikev2_vpn.profiles import ProfileInput, ca_fingerprint, windows
 from ikev2_vpn.settings import ProposalSet
 from ikev2_vpn.state.users import nt_hash
 from ikev2_vpn_lab import readback
+from ikev2_vpn_lab.profile_replay import parse_powershell
 
 # Windows' constants in strongSwan's words, written from Microsoft's documentation of
 # Set-VpnConnectionIPsecConfiguration (independent of profiles/proposals.py).
@@ -313,3 +315,49 @@ def test_encoding_is_utf8_with_bom_and_crlf_line_ends() -> None:
 def test_same_input_same_bytes() -> None:
     assert windows.windows_script(make_profile()) == windows.windows_script(make_profile())
     assert windows.windows_manual(make_profile()) == windows.windows_manual(make_profile())
+
+
+# --- a split tunnel set by the server (VPN_SPLIT_NETS) -------------------------------------
+
+SPLIT = (ipaddress.ip_network("10.20.0.0/16"), ipaddress.ip_network("192.0.2.53/32"))
+
+
+def test_a_split_tunnel_routes_only_the_servers_networks() -> None:
+    """Windows does not route by the server's traffic selector: the script switches split
+    tunnelling on and adds a route per network, and has no -SplitTunnel option."""
+    text = script(make_profile(split=SPLIT))
+    add = command(text, "Add-VpnConnection")
+    assert add.endswith("-RememberCredential -SplitTunneling @Scope")
+    routes = [line for line in code_lines(text) if line.startswith("Add-VpnConnectionRoute ")]
+    assert routes == [
+        "Add-VpnConnectionRoute -ConnectionName $Name -DestinationPrefix '10.20.0.0/16' @Scope",
+        "Add-VpnConnectionRoute -ConnectionName $Name -DestinationPrefix '192.0.2.53/32' @Scope",
+    ]
+    assert "SplitTunnel" not in parameters(text)
+    assert "#   10.20.0.0/16" in text  # the header says what goes through
+    replayed = parse_powershell(windows.windows_script(make_profile(split=SPLIT)))
+    assert replayed.remote_ts == ("10.20.0.0/16", "192.0.2.53/32")
+
+
+@pytest.mark.parametrize("self_signed", [True, False])
+def test_a_split_scripts_parameters_still_parse(self_signed: bool) -> None:
+    block = parameters(script(make_profile(split=SPLIT, self_signed=self_signed)))
+    lines = [line.strip() for line in block.strip().splitlines()]
+    expected = [f"[string]$Name = 'IKEv2 VPN {HOST}'"]
+    if not self_signed:
+        expected = [expected[0] + ",", "[switch]$AllUsers"]
+    assert lines == expected
+
+
+def test_a_full_tunnel_script_replays_as_a_full_tunnel() -> None:
+    assert parse_powershell(windows.windows_script(make_profile())).remote_ts == ()
+
+
+def test_the_manual_gives_the_split_commands() -> None:
+    text = manual(make_profile(split=SPLIT))
+    name = f"'IKEv2 VPN {HOST}'"
+    assert f"Set-VpnConnection -Name {name} -SplitTunneling $true" in text
+    assert (
+        f"Add-VpnConnectionRoute -ConnectionName {name} -DestinationPrefix '10.20.0.0/16'" in text
+    )
+    assert "SplitTunneling" not in manual(make_profile())

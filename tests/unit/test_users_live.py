@@ -389,6 +389,21 @@ def test_parallel_adds_all_land(data_dir: Path) -> None:
     assert sorted(p.name for p in (data_dir / "clients").iterdir()) == sorted(names)
 
 
+def test_a_static_ip_set_while_running_keeps_the_servers_split_tunnel(
+    data_dir: Path, vici: FakeVici, conf: Written
+) -> None:
+    """The user's own connection, loaded by `ikev2-vpn users static-ip`, tunnels what the
+    server's does: VPN_SPLIT_NETS and the DNS servers, not everything."""
+    users = live(data_dir, vici, conf, split_nets="10.20.0.0/16")
+    users.add("bob", SecretStr("pw"))
+    vici.calls.clear()
+    users.static_ip("bob", STATIC)
+    name, conn = vici.calls[1]
+    assert name == "load-conn"
+    child = conn[render.StaticAddress("bob", STATIC).connection]["children"]
+    assert [c["local_ts"] for c in child.values()] == [["10.20.0.0/16", "1.1.1.1/32", "1.0.0.1/32"]]
+
+
 # --- disable and enable ------------------------------------------------------------------------
 
 

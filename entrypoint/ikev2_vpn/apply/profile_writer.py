@@ -77,6 +77,7 @@ def profile_input(plan: Plan, account: Account) -> ProfileInput:
         pool_v4=plan.pool_v4,
         always_on=plan.profile_always_on,
         ipv6=plan.pool_v6 is not None,
+        split=plan.split,
         signer=signer(plan.credentials),
     )
 
@@ -109,6 +110,7 @@ def profile_for(
         pool_v4=settings.pool_v4,
         always_on=settings.profile_always_on,
         ipv6=settings.pool_v6 is not None,
+        split=settings.split_tunnel(),
         signer=signer,
     )
 

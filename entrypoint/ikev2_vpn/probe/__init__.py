@@ -53,7 +53,9 @@ def machine(settings: Settings) -> Machine:
     log.info("server identity: %s (%s)", identity.host, identity.reason)
     around = find_gateways()
     dialled = dialled_address(identity, around.addresses)
-    check_dns(settings, client_fence(settings, around.gateways, dialled))
+    fenced = client_fence(settings, around.gateways, dialled)
+    check_dns(settings, fenced)
+    check_split_nets(settings, fenced)
     return Machine(egress, egress_v6, choice, identity, around.gateways, dialled)
 
 
@@ -92,6 +94,18 @@ def check_dns(settings: Settings, fenced: tuple[Fenced, ...]) -> None:
                     "VPN_DNS",
                     f"{server} is fenced off from VPN clients ({entry.network}: {entry.why})",
                     "add it to VPN_CLIENT_ALLOW or push another DNS server",
+                )
+
+
+def check_split_nets(settings: Settings, fenced: tuple[Fenced, ...]) -> None:
+    """A split network wholly inside the fence would be tunnelled and then dropped."""
+    for network in settings.split_nets:
+        for entry in fenced:
+            if fence.within(network, entry.network):
+                raise ConfigError(
+                    "VPN_SPLIT_NETS",
+                    f"{network} is fenced off from VPN clients ({entry.network}: {entry.why})",
+                    "add it to VPN_CLIENT_ALLOW or leave it out of VPN_SPLIT_NETS",
                 )
 
 

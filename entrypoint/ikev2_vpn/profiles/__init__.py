@@ -47,6 +47,9 @@ class ProfileInput:
     pool_v4: ipaddress.IPv4Network
     always_on: bool = False  # VPN_PROFILE_ALWAYS_ON: Apple on-demand "connect always"
     ipv6: bool = False  # VPN_POOL_V6 is set: clients that must ask for IPv6 do
+    # VPN_SPLIT_NETS and the DNS servers outside them (Settings.split_tunnel): what the
+    # server's traffic selector covers, and so what a profile routes; (): a full tunnel.
+    split: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     connection_name: str = ""  # shown on the device; empty: "IKEv2 VPN <host>"
     signer: Signer | None = None  # signs the Apple profile; None: unsigned
 

@@ -43,14 +43,29 @@ def sswan(profile: ProfileInput) -> bytes:
         "local": {"eap_id": profile.user},
         "ike-proposal": suites.ike.strongswan(),
         "esp-proposal": suites.esp.strongswan(),
+        "split-tunneling": _split_tunneling(profile),
+    }
+    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def _split_tunneling(profile: ProfileInput) -> dict[str, Any]:
+    """The app's split-tunnelling keys.
+
+    With VPN_SPLIT_NETS, ``subnets`` lists what the server's traffic selector covers: the
+    app then routes only those into the tunnel (VpnProfileImportActivity reads an array or
+    a space-separated string). No ``block-ipv6`` then: IPv6 outside the split networks is
+    meant to leave the phone directly, like everything else outside them.
+    """
+    if profile.split:
+        return {"subnets": [str(network) for network in profile.split]}
+    return {
         # The app asks for an IPv4 and an IPv6 address; the server has an IPv6 pool only with
         # VPN_POOL_V6. With "block-ipv6" the app (CharonVpnService's BuilderCache.applyData)
         # routes ::/0 into the tunnel when it got an IPv6 address, and otherwise lets no IPv6
         # leave the phone, where it would by default go around the tunnel. So the same key
         # is right with and without VPN_POOL_V6 (and when a full v6 pool gives none).
-        "split-tunneling": {"block-ipv6": True},
+        "block-ipv6": True,
     }
-    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 # The built-in dialog as AOSP's Settings app draws it (vpn2/ConfigDialog.java, strings.xml):

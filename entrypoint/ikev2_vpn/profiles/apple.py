@@ -165,9 +165,11 @@ def _vpn_payload(profile: ProfileInput) -> dict[str, Any]:
         # L2TP VPN types" (Apple's VPN payload reference, com.apple.vpn.managed), so an IKEv2
         # payload would carry it for nothing. An IKEv2 client routes what the server's traffic
         # selector covers: 0.0.0.0/0 (and ::/0 with VPN_POOL_V6, render.full_tunnel) is the
-        # full tunnel. IncludeAllNetworks (iOS 14, macOS 10.15) is not needed for that and is
-        # left off: it would also pull local-network traffic into the tunnel (Apple's default
-        # for ExcludeLocalNetworks is 0 on macOS), cutting a Mac off its printers and NAS.
+        # full tunnel, and with VPN_SPLIT_NETS the narrower selector is the split tunnel, with
+        # no key here (the profile has none for routes). IncludeAllNetworks (iOS 14, macOS
+        # 10.15) is not needed for either and is left off: it would also pull local-network
+        # traffic into the tunnel (Apple's default for ExcludeLocalNetworks is 0 on macOS),
+        # cutting a Mac off its printers and NAS, and override a split tunnel.
     }
 
 

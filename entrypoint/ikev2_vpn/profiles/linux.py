@@ -8,8 +8,10 @@ self-signed mode both trust only the server's own CA, installed at
 NetworkManager keys are the ones the plugin reads (strongSwan's ``charon-nm`` and the
 plugin's editor, NetworkManager-strongswan 1.4 and later): ``address``, ``certificate``,
 ``remote-identity``, ``method``, ``user``, ``virtual``, ``encap``, ``ipcomp``,
-``proposal``, ``ike``, ``esp`` (several proposals separated by ``;``) and the secret
-``password`` with its ``password-flags``.
+``proposal``, ``ike``, ``esp`` (several proposals separated by ``;``), ``remote-ts``
+(traffic selectors separated by ``;``; without it charon-nm proposes 0.0.0.0/0 and ::/0
+and routes what the server narrows them to) and the secret ``password`` with its
+``password-flags``.
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def swanctl_conf(profile: ProfileInput) -> bytes:
         esp=esp,
         secret=secret,
         ipv6=profile.ipv6,
+        split=[str(network) for network in profile.split],
     ).encode()
 
 
@@ -126,4 +129,5 @@ def nmconnection(profile: ProfileInput) -> bytes:
         ike=ike,
         esp=esp,
         password=keyfile_value(password) if password is not None else None,
+        split=[str(network) for network in profile.split],
     ).encode()

@@ -117,6 +117,7 @@ def windows_script(profile: ProfileInput) -> bytes:
             pool=str(profile.pool_v4),
             ca=_ca_values(profile),
             ipsec_arguments=ipsec_arguments(profile.esp_gcm),
+            split=[str(network) for network in profile.split],
         )
     )
 
@@ -136,5 +137,6 @@ def windows_manual(profile: ProfileInput) -> bytes:
             ca_thumbprint=ca["thumbprint"] if ca else "",
             ca_fingerprint=ca_fingerprint(profile.ca) if profile.ca is not None else "",
             ipsec_arguments=ipsec_arguments(profile.esp_gcm),
+            split=[str(network) for network in profile.split],
         )
     )

@@ -450,6 +450,7 @@ class LiveUsers:
             dns=self.settings.dns,
             dpd_delay=self.settings.dpd_delay,
             pool_v6=self.settings.pool_v6,
+            split=self.settings.split_tunnel(),
         )
 
     def _apply(self, store: UserStore, change: Callable[[Vici], int]) -> int:
