@@ -468,13 +468,13 @@ class _Share:
 # --- HTTP ---------------------------------------------------------------------------------------
 
 
-def create_app(console: Console, *, secure: bool = True) -> Flask:
-    """The console's WSGI application. ``secure``: served over HTTPS (cookies say so)."""
+def create_app(console: Console) -> Flask:
+    """The console's WSGI application, for HTTPS only (its cookie says so)."""
     app = Flask(__name__, template_folder=str(TEMPLATES), static_folder=str(TEMPLATES / "static"))
     app.config.update(
         SECRET_KEY=secrets.token_bytes(32),  # new at each start: sessions end with the process
-        SESSION_COOKIE_NAME="__Host-session" if secure else "session",
-        SESSION_COOKIE_SECURE=secure,
+        SESSION_COOKIE_NAME="__Host-session",  # Secure, Path=/, no Domain: browsers check it
+        SESSION_COOKIE_SECURE=True,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
         PERMANENT_SESSION_LIFETIME=timedelta(hours=SESSION_HOURS),
@@ -486,7 +486,6 @@ def create_app(console: Console, *, secure: bool = True) -> Flask:
     )
     app.add_template_filter(_when, "when")
     csrf = CSRFProtect(app)
-    app.extensions["ikev2_vpn_console"] = console
     _guard(app, console, csrf)
     _pages(app, console)
     _api(app, console)
