@@ -11,6 +11,7 @@ without the setting opens no such port.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from requests.adapters import HTTPAdapter
 
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.server import Server
+from ikev2_vpn_helper.users import run_users
 from ikev2_vpn_helper.vpnclient import VpnClient, address_on
 from ikev2_vpn_lab.lab import Lab
 
@@ -194,6 +196,22 @@ def test_profiles_and_the_server_are_served(setup: Setup) -> None:
     assert server["ipsec_backend"] == "userspace"
     assert server["ca_fingerprint"]
     assert server["uptime_s"] >= 0
+
+
+def test_the_cli_and_the_api_see_the_same_users(setup: Setup) -> None:
+    """`ikev2-vpn users disable` in the container and the API are one code path."""
+    api, server = setup.api, setup.server
+    api.ok("POST", "/api/users", 201, json={"name": "frank"})
+    disabled = run_users(server.container, ["disable", "frank"], None)
+    assert disabled.exit_code == 0, disabled.stderr
+    assert disabled.stdout.strip() == "disabled user frank"
+    assert api.user("frank")["disabled"]
+    listed = run_users(server.container, ["list", "--json"], None)
+    assert {"name": "frank", "origin": "managed", "static_ip": "", "disabled": True} in (
+        json.loads(listed.stdout)
+    )
+    api.ok("POST", "/api/users/frank/enable")
+    assert "(disabled)" not in run_users(server.container, ["list"], None).stdout
 
 
 def test_bad_input_is_refused_with_one_line(setup: Setup) -> None:

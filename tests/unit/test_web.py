@@ -459,3 +459,28 @@ def test_the_login_page_shows_the_own_cas_fingerprint(
     assert 'id="fingerprint"' not in browser(create_app(console)).get("/login").get_data(
         as_text=True
     )
+
+
+def test_with_radius_the_console_shows_who_is_online_and_changes_nothing(
+    tmp_path: Path, vici: FakeVici
+) -> None:
+    settings = Settings(
+        radius_servers="radius.example.test",
+        radius_secret="radius-secret-1",
+        web_port=8443,
+        web_password=PASSWORD,
+    )
+    console = Console(
+        settings,
+        server_info("userspace", "compatible", ["10.10.10.0/24"]),
+        lambda: vici,
+        data_dir=tmp_path,
+        facts=lambda: FACTS,
+    )
+    client = browser(create_app(console))
+    (bob,) = client.get("/api/users", headers=basic()).get_json()["users"]
+    assert (bob["name"], bob["origin"], bob["online"]) == ("bob", "radius", True)
+    answer = client.post("/api/users", headers=basic(), json={"name": "carol"})
+    assert answer.status_code == 409
+    assert "users live in RADIUS" in answer.get_json()["error"]
+    assert not vici.calls
