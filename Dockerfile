@@ -44,7 +44,7 @@ RUN apt-get update \
         libcharon-extra-plugins \
         python3 python3-pydantic-settings python3-jinja2 python3-cryptography \
         python3-pycryptodome python3-acme python3-png python3-prometheus-client \
-        python3-waitress \
+        python3-waitress python3-flask python3-flaskext.wtf \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/archives/*.deb
 COPY --from=build /opt/ikev2-vpn /opt/ikev2-vpn
 ENV PATH=/opt/ikev2-vpn/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1

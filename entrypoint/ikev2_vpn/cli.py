@@ -104,8 +104,9 @@ live in RADIUS and are managed there: this command then only says so.
 Accounts declared in the environment (VPN_USER, VPN_USERS, VPN_USERS_FILE) stay the
 environment's: they cannot be removed or get a new password here. Passwords are read from
 standard input (--password-stdin), never from the command line; without it one is
-generated and printed once. Removing a user or changing a password ends that user's
-sessions; so does changing a static IP (the next login gets the new address).
+generated and printed once. Removing or disabling a user or changing a password ends that
+user's sessions; so does changing a static IP (the next login gets the new address). A
+disabled user keeps its password, static IP and profiles until it is enabled again.
 """
 # The container's log (PID 1's standard output): who changed which account, for the record.
 CONTAINER_LOG = Path("/proc/1/fd/1")
@@ -134,6 +135,12 @@ def users_parser() -> argparse.ArgumentParser:
         )
     removing = actions.add_parser("remove", help="remove a user and end its sessions")
     removing.add_argument("name")
+    disabling = actions.add_parser(
+        "disable", help="refuse a user's logins and end its sessions (the account stays)"
+    )
+    disabling.add_argument("name")
+    enabling = actions.add_parser("enable", help="let a disabled user log in again")
+    enabling.add_argument("name")
     static = actions.add_parser(
         "static-ip", help="give a user a fixed virtual IP from VPN_POOL_V4_STATIC"
     )
@@ -178,7 +185,12 @@ def _users_action(users: LiveUsers, args: argparse.Namespace) -> int:
         views = users.list()
         if args.json:
             rows = [
-                {"name": v.name, "origin": str(v.origin), "static_ip": _text(v.static_ip)}
+                {
+                    "name": v.name,
+                    "origin": str(v.origin),
+                    "static_ip": _text(v.static_ip),
+                    "disabled": v.disabled,
+                }
                 for v in views
             ]
             print(json.dumps(rows, indent=2))
@@ -186,7 +198,15 @@ def _users_action(users: LiveUsers, args: argparse.Namespace) -> int:
             width = max([4, *(len(v.name) for v in views)])
             print(f"{'NAME':<{width}}  ORIGIN     STATIC IP")
             for v in views:
-                print(f"{v.name:<{width}}  {v.origin!s:<9}  {_text(v.static_ip) or '-'}")
+                state = "  (disabled)" if v.disabled else ""
+                print(f"{v.name:<{width}}  {v.origin!s:<9}  {_text(v.static_ip) or '-'}{state}")
+        return 0
+    if args.action == "disable":
+        print(f"disabled user {args.name}{_ended(users.disable(args.name))}")
+        return 0
+    if args.action == "enable":
+        users.enable(args.name)
+        print(f"enabled user {args.name}")
         return 0
     if args.action == "static-ip":
         try:

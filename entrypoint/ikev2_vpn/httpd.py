@@ -1,8 +1,9 @@
-"""The small HTTP servers the container runs: on its TCP port 80 for a while, the ACME HTTP-01
-responder (state) and profile sharing (run); the metrics endpoint (run). Shared by several
-pipeline steps, so it belongs to none of them.
+"""The HTTP servers the container runs: on its TCP port 80 for a while, the ACME HTTP-01
+responder (state) and profile sharing (run); the metrics endpoint and the web console
+(run). Shared by several pipeline steps, so it belongs to none of them.
 
-Each is a WSGI application served by waitress (Debian's python3-waitress): one thread reads
+One stack for all of them: each is a Flask application (Debian's python3-flask; the small
+ones through :func:`small_app`) served by waitress (Debian's python3-waitress): one thread reads
 every connection without blocking and a fixed pool of two threads answers, so a connection
 costs a few kilobytes, not a thread. What a client can hold is bounded (:data:`LIMITS`):
 
@@ -34,13 +35,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import quote
 
 from waitress import wasyncore
 from waitress.adjustments import Adjustments
 from waitress.channel import HTTPChannel
 from waitress.server import TcpWSGIServer
+
+if TYPE_CHECKING:
+    from flask import Flask, Response
 
 _NO_IPV6 = {errno.EAFNOSUPPORT, errno.EADDRNOTAVAIL}
 
@@ -340,6 +344,44 @@ def reply(
         [("Content-Type", content_type), ("Content-Length", str(len(body))), *headers],
     )
     return [] if head else [body]
+
+
+# --- the framework: Flask (Debian's python3-flask) for every listener ---------------------------
+
+_METHODS: Final = ("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS")
+
+
+def small_app(import_name: str, view: Callable[[], Response]) -> Flask:
+    """A Flask application whose one ``view`` answers every path and method (the small
+    listeners look paths up themselves, exactly as sent): no static files, no automatic
+    OPTIONS answer, no slash merging or redirects."""
+    from flask import Flask
+
+    app = Flask(import_name, static_folder=None)
+    app.url_map.merge_slashes = False
+    app.url_map.strict_slashes = False
+
+    def answer(path: str = "") -> Response:
+        return view()
+
+    for rule in ("/", "/<path:path>"):
+        app.add_url_rule(
+            rule, "answer", answer, methods=list(_METHODS), provide_automatic_options=False
+        )
+    return app
+
+
+def plain(
+    status: int,
+    body: bytes,
+    content_type: str = "text/plain",
+    headers: Iterable[tuple[str, str]] = (),
+) -> Response:
+    """A response with exactly this Content-Type (Flask answers HEAD without the body)."""
+    from flask import Response
+
+    response = Response(body, status=status, headers=[("Content-Type", content_type), *headers])
+    return response
 
 
 def request_target(environ: dict[str, Any]) -> str:

@@ -103,6 +103,38 @@ class Account(BaseModel):
     source: str  # the setting that declared it, for error messages
 
 
+WEB_PASSWORD_MIN = 12
+
+
+class PasswordHash:
+    """A password kept only as its salted scrypt hash (werkzeug.security)."""
+
+    __slots__ = ("_hash",)
+
+    def __init__(self, hashed: str) -> None:
+        self._hash = hashed
+
+    @classmethod
+    def of(cls, password: str) -> PasswordHash:
+        from werkzeug.security import generate_password_hash
+
+        return cls(generate_password_hash(password, method="scrypt"))
+
+    def matches(self, password: str) -> bool:
+        from werkzeug.security import check_password_hash
+
+        return check_password_hash(self._hash, password)
+
+    def __repr__(self) -> str:
+        return "PasswordHash('**********')"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, PasswordHash) and other._hash == self._hash
+
+    def __hash__(self) -> int:
+        return hash(self._hash)
+
+
 def check_username(name: str) -> str:
     """Return the problem with a user name, or an empty string when it is fine."""
     if not name:
@@ -266,7 +298,7 @@ class FileVariantSource(PydanticBaseSettingsSource):
     ``echo secret > file`` adds); the rest is used verbatim.
     """
 
-    FIELDS = ("password", "radius_secret")
+    FIELDS = ("password", "radius_secret", "web_password")
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         raise NotImplementedError  # __call__ is overridden; pydantic-settings never calls this
@@ -295,6 +327,7 @@ class Settings(BaseSettings):
         env_ignore_empty=True,  # compose files pass unset variables as empty strings
         extra="ignore",
         frozen=True,
+        arbitrary_types_allowed=True,  # PasswordHash
     )
 
     host: str | None = None
@@ -332,6 +365,9 @@ class Settings(BaseSettings):
     ban_after: int = 5  # failed logins from one address before it is banned; 0: never
     ban_seconds: int = 600
     metrics_port: int | None = None  # TCP port of the Prometheus endpoint; None: off
+    web_port: int | None = None  # TCP port of the web console and API (HTTPS); None: off
+    # The console's admin password, kept only as its hash from the moment it is read.
+    web_password: Annotated[PasswordHash | None, NoDecode] = None
     profile_passwords: ProfilePasswords = ProfilePasswords.INCLUDE
     profile_always_on: bool = False
     # Users in RADIUS (strongSwan's eap-radius plugin) instead of local accounts.
@@ -674,31 +710,49 @@ class Settings(BaseSettings):
             raise ValueError(f"{number} is out of range; give {low} to {high} {unit}")
         return number
 
-    @field_validator("metrics_port", mode="before")
+    @field_validator("metrics_port", "web_port", mode="before")
     @classmethod
-    def _metrics_port(cls, value: Any) -> Any:
+    def _tcp_port(cls, value: Any, info: Any) -> Any:
         if value is None:
             return None
+        example, what = {"metrics_port": (9814, "metrics"), "web_port": (8443, "the console")}[
+            info.field_name
+        ]
         try:
             port = int(value)
         except (TypeError, ValueError):
             raise ValueError(
-                f"{value!r} is not a port number; give a TCP port such as 9814, or leave it "
-                "unset to turn metrics off"
+                f"{value!r} is not a port number; give a TCP port such as {example}, or leave "
+                f"it unset to turn {what} off"
             ) from None
         if not 1 <= port <= 65535:
             raise ValueError(f"{port} is out of range; give a TCP port from 1 to 65535")
         if port == defaults.ACME_HTTP_PORT:
             raise ValueError(
                 f"{port} is the container's HTTP port (ACME challenges, profile sharing); "
-                "give another TCP port such as 9814"
+                f"give another TCP port such as {example}"
             )
         if port == defaults.SHARE_HTTPS_PORT:
             raise ValueError(
                 f"{port} is the container's HTTPS port (profile sharing with a public "
-                "certificate); give another TCP port such as 9814"
+                f"certificate); give another TCP port such as {example}"
             )
         return port
+
+    @field_validator("web_password", mode="before")
+    @classmethod
+    def _web_password(cls, value: Any) -> Any:
+        if value is None or isinstance(value, PasswordHash):
+            return value
+        text = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        if len(text) < WEB_PASSWORD_MIN:
+            raise ValueError(
+                f"the password has fewer than {WEB_PASSWORD_MIN} characters; choose a longer "
+                "one (a generated one: openssl rand -base64 18)"
+            )
+        if problem := check_password(text):
+            raise ValueError(f"{problem}; {PASSWORD_FIX}")
+        return PasswordHash.of(text)
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -860,7 +914,7 @@ def _is_dns_name(text: str) -> bool:
 
 # --- loading and error reporting ---------------------------------------------------------
 
-_SECRET_FIELDS = {"password", "users", "radius_secret"}
+_SECRET_FIELDS = {"password", "users", "radius_secret", "web_password"}
 
 
 def env_name(field: str) -> str:
@@ -928,6 +982,7 @@ def _check_combinations(settings: Settings) -> None:
         seen[account.name] = account.source
     _check_acme(settings)
     _check_radius(settings)
+    _check_web(settings)
     _check_static_block(settings)
     _check_pool_v6(settings)
     _check_split_nets(settings)
@@ -936,6 +991,28 @@ def _check_combinations(settings: Settings) -> None:
             "VPN_CHAIN_PATH",
             "is only used with VPN_CERT=files",
             "set VPN_CERT=files or unset VPN_CHAIN_PATH",
+        )
+
+
+def _check_web(settings: Settings) -> None:
+    if settings.web_port is not None and settings.web_password is None:
+        raise ConfigError(
+            "VPN_WEB_PASSWORD",
+            "is not set, and VPN_WEB_PORT needs the console's admin password",
+            f"set VPN_WEB_PASSWORD_FILE (or VPN_WEB_PASSWORD) to {WEB_PASSWORD_MIN} or more "
+            "characters",
+        )
+    if settings.web_password is not None and settings.web_port is None:
+        raise ConfigError(
+            "VPN_WEB_PORT",
+            "is not set, so the console's password (VPN_WEB_PASSWORD) would not be used",
+            "set VPN_WEB_PORT (such as 8443) or unset VPN_WEB_PASSWORD",
+        )
+    if settings.web_port is not None and settings.web_port == settings.metrics_port:
+        raise ConfigError(
+            "VPN_WEB_PORT",
+            f"{settings.web_port} is also VPN_METRICS_PORT",
+            "give the console another TCP port such as 8443",
         )
 
 
@@ -1170,7 +1247,10 @@ def describe(settings: Settings) -> Iterable[str]:
         f"VPN_CLIENT_ALLOW={','.join(map(str, settings.client_allow)) or '(none)'} "
         f"VPN_BAN_AFTER={settings.ban_after} VPN_BAN_SECONDS={settings.ban_seconds}"
     )
-    yield f"VPN_METRICS_PORT={settings.metrics_port or '(off)'}"
+    yield (
+        f"VPN_METRICS_PORT={settings.metrics_port or '(off)'} "
+        f"VPN_WEB_PORT={settings.web_port or '(off)'}"
+    )
     yield (
         f"VPN_PROFILE_PASSWORDS={settings.profile_passwords} "
         f"VPN_PROFILE_ALWAYS_ON={settings.profile_always_on}"

@@ -30,7 +30,7 @@ from .state import pki, server
 from .state.server import ServerState
 
 if TYPE_CHECKING:
-    from .run import metrics
+    from .run import metrics, web
 
 log = logging.getLogger("ikev2_vpn")
 
@@ -95,6 +95,7 @@ def _run(settings: Settings, state: ServerState, plan: render.Plan, supervisor: 
             return 0
         raise
     users_live.write_facts(plan)  # from here on `ikev2-vpn users` can change accounts
+    console = _start_console(settings, plan)
     certificate = state.certificate
     if certificate.acme is not None:
         Renewer(
@@ -102,12 +103,19 @@ def _run(settings: Settings, state: ServerState, plan: render.Plan, supervisor: 
             plan,
             key_id,
             fallback=certificate.fallback,
-            on_loaded=functools.partial(_certificate_replaced, settings),
+            on_loaded=functools.partial(_certificate_replaced, settings, console),
         ).start()
+
+    def login_failed(failure: object) -> None:
+        if collector is not None:
+            collector.login_failed(failure)
+        if console is not None:
+            console.counters.vpn_login_failed(failure)
+
     BanGuard(  # logs failed logins too, and RADIUS servers that do not answer
         settings.ban_after,
         settings.ban_seconds,
-        on_failure=collector.login_failed if collector else lambda _failure: None,
+        on_failure=login_failed,
         radius_servers=plan.radius.server_names() if plan.radius is not None else None,
     ).start()
     _announce(plan)
@@ -140,10 +148,40 @@ def _start_metrics(settings: Settings, choice: BackendChoice) -> metrics.VpnColl
     return collector
 
 
-def _certificate_replaced(settings: Settings, plan: render.Plan, ca_changed: bool) -> None:
-    """After a renewal: `ikev2-vpn users` must see the new facts; when the self-signed
-    fallback ended, profiles lose its CA (devices then trust the public CA instead)."""
+def _start_console(settings: Settings, plan: render.Plan) -> web.Console | None:
+    """The web console, when VPN_WEB_PORT is set. Like the metrics, a port that cannot be
+    opened costs the console, not the VPN."""
+    if settings.web_port is None:
+        return None
+    from .run import web  # Flask: only when asked for
+
+    pools = [plan.pool_v4, *([plan.pool_v6] if plan.pool_v6 is not None else [])]
+    info = web.server_info(plan.backend.backend.value, str(settings.proposals), pools)
+    console = web.Console(settings, info, vici_session.connect)
+    try:
+        console.serve(settings.web_port, plan.credentials)
+    except OSError as exc:
+        log.error(
+            "VPN_WEB_PORT: cannot listen on TCP port %d (%s); the VPN runs without the "
+            "console, choose a free port",
+            settings.web_port,
+            exc.strerror or exc,
+        )
+        return None
+    console.watch()
+    log.info("web console: https://%s:%d/ (VPN_WEB_PORT)", plan.host, settings.web_port)
+    return console
+
+
+def _certificate_replaced(
+    settings: Settings, console: web.Console | None, plan: render.Plan, ca_changed: bool
+) -> None:
+    """After a renewal: `ikev2-vpn users` must see the new facts; the console serves the
+    new certificate; when the self-signed fallback ended, profiles lose its CA (devices
+    then trust the public CA instead)."""
     users_live.write_facts(plan)
+    if console is not None:
+        console.use_certificate(plan.credentials)
     if ca_changed and plan.radius is None:  # with RADIUS, no profiles are written
         users_live.LiveUsers(
             settings, users_live.read_facts(), vici_session.connect

@@ -266,6 +266,11 @@ def _add_users_parser(commands: argparse._SubParsersAction[argparse.ArgumentPars
         changing.add_argument("--prompt", action="store_true", help="type the password")
     removing = actions.add_parser("remove", help="remove a user, ending its sessions")
     removing.add_argument("name", metavar="USER")
+    for action, text in (
+        ("disable", "refuse a user's logins, ending its sessions (the account stays)"),
+        ("enable", "let a disabled user log in again"),
+    ):
+        actions.add_parser(action, help=text).add_argument("name", metavar="USER")
     static = actions.add_parser("static-ip", help="fix a user's virtual IP ('none': dynamic)")
     static.add_argument("name", metavar="USER")
     static.add_argument("address", metavar="ADDRESS", help="in the server's VPN_POOL_V4_STATIC")

@@ -6,7 +6,8 @@ time limit). So a test session, and the benchmark, ensure all of them first:
 
 - the Pebble and FreeRADIUS images (:mod:`ikev2_vpn_lab.pebble`, :mod:`ikev2_vpn_lab.radius`);
 - the bench image for clients, targets and the flood in benchmarks: the server's image
-  plus iperf3 from Debian (over the same mirror the base image came from).
+  plus iperf3 from Debian (over the same mirror the base image came from);
+- the browser image for the web console's tests (:mod:`ikev2_vpn_lab.browser`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ikev2_vpn_helper.base import Log
 from ikev2_vpn_helper.errors import HelperError
 from ikev2_vpn_helper.image import build_text
 
+from .browser import ensure_browser_image
 from .pebble import ensure_pebble_image
 from .radius import ensure_radius_image
 
@@ -67,6 +69,7 @@ class LabImages:
     pebble: str
     radius: str
     bench: str
+    browser: str
 
 
 def ensure_lab_images(
@@ -77,4 +80,5 @@ def ensure_lab_images(
         pebble=ensure_pebble_image(engine, log=log),
         radius=ensure_radius_image(engine, log=log),
         bench=ensure_bench_image(engine, server_image, log),
+        browser=ensure_browser_image(engine, log=log),
     )

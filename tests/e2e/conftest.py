@@ -62,9 +62,9 @@ def lab(engine: docker.DockerClient) -> Iterator[Lab]:
 
 @pytest.fixture(scope="session", autouse=True)
 def lab_images(engine: docker.DockerClient) -> LabImages:
-    """Pebble, FreeRADIUS and the bench image, built when missing (about a minute, needs
-    Debian's mirror once) before any test makes a network: a build must never download
-    while a lab network exists."""
+    """Pebble, FreeRADIUS, the bench and the browser image, built when missing (about three
+    minutes the first time, Chromium most of it; needs Debian's mirror once) before any
+    test makes a network: a build must never download while a lab network exists."""
     try:
         return ensure_lab_images(engine, IMAGE, log=print)
     except HelperError as error:

@@ -31,13 +31,15 @@ ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "deploy" / "kubernetes"
 VARIANTS = ("loadbalancer", "hostport")
 # An operator's own variants: loadbalancer/ with one component each (see `rendered`).
-COMPONENTS = ("node-forwarding", "radius", "metrics")
+COMPONENTS = ("node-forwarding", "radius", "metrics", "web")
 # Pods that must run as they are: every variant but "radius-without-servers" (on purpose).
 PODS = (*VARIANTS, *COMPONENTS)
 TARGET = "1.31"  # the oldest version the manifests are written for (docs/kubernetes.md)
 VERSIONS = (TARGET, kubernetes_validate.utils.latest_version())
 USERS = b"alice:correct horse battery staple\nbob:pa:ss word\n"
 RADIUS_SECRET = b"radius: shared #1 secret\n"
+WEB_PASSWORD = b"console: admin #1 pw\n"
+WEB_SECRET_DIR = "/run/secrets/ikev2-vpn-web"
 RADIUS_SERVERS = "radius1.example.com,radius2.example.com:1812"
 SECRET_DIR = "/run/secrets/ikev2-vpn"
 Resource = Mapping[str, Any]
@@ -63,6 +65,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(MANIFESTS, copy_of)
     (copy_of / "base" / "users.txt").write_bytes(USERS)
     (copy_of / "components" / "radius" / "radius-secret").write_bytes(RADIUS_SECRET)
+    (copy_of / "components" / "web" / "web-password").write_bytes(WEB_PASSWORD)
     return with_own_variants(copy_of)
 
 
@@ -124,6 +127,8 @@ def test_every_rendered_resource_is_valid_for_the_target_version(
         expected.append("Service")
     if variant == "metrics":
         expected.append("NetworkPolicy")  # who may scrape (ingress)
+    if variant == "web":
+        expected.append("Secret")  # the console's password
     assert sorted(kinds) == sorted(expected)  # one Secret: with RADIUS, not the users one
 
 
@@ -205,12 +210,19 @@ def test_secrets_come_from_secret_files_that_the_file_settings_point_at(
         )
     else:
         setting, path, content = "VPN_USERS_FILE", f"{SECRET_DIR}/users", USERS
-    assert file_settings == {setting: path}
-    assert stand_in.files == {path: content}
+    expected_settings, expected_files = {setting: path}, {path: content}
+    if variant == "web":
+        web = f"{WEB_SECRET_DIR}/web-password"
+        expected_settings["VPN_WEB_PASSWORD_FILE"] = web
+        expected_files[web] = WEB_PASSWORD
+    assert file_settings == expected_settings
+    assert stand_in.files == expected_files
     # Where a *_FILE variant exists, the secret is never an environment value.
-    assert not {"VPN_PASSWORD", "VPN_USERS", "VPN_RADIUS_SECRET"} & set(stand_in.env)
-    (volume,) = (v for v in pod(rendered[variant])["volumes"] if "secret" in v)
-    assert volume["secret"]["defaultMode"] == 0o400
+    secrets = {"VPN_PASSWORD", "VPN_USERS", "VPN_RADIUS_SECRET", "VPN_WEB_PASSWORD"}
+    assert not secrets & set(stand_in.env)
+    volumes = [v for v in pod(rendered[variant])["volumes"] if "secret" in v]
+    assert len(volumes) == len(expected_files)
+    assert all(volume["secret"]["defaultMode"] == 0o400 for volume in volumes)
 
 
 def load_pod_settings(
@@ -249,6 +261,10 @@ def test_the_server_accepts_the_rendered_settings(
     else:
         assert [account.name for account in settings.accounts()] == ["alice", "bob"]
     assert settings.metrics_port == (9814 if variant == "metrics" else None)
+    assert settings.web_port == (8443 if variant == "web" else None)
+    if variant == "web":
+        assert settings.web_password is not None
+        assert settings.web_password.matches(WEB_PASSWORD.decode().strip())
 
 
 def test_the_radius_component_without_radius_servers_stops_the_server_saying_so(
@@ -335,7 +351,8 @@ def test_ports_are_the_images_exposed_ports(
     exposed = frozenset(dockerfile_instruction("EXPOSE").split())
     assert exposed == {"500/udp", "4500/udp", "80/tcp", "443/tcp"}
     metrics = {"9814/tcp"} if variant == "metrics" else set()  # VPN_METRICS_PORT's, not EXPOSEd
-    assert k8s.pod_stand_in(rendered[variant]).ports == exposed | metrics
+    web = {"8443/tcp"} if variant == "web" else set()  # VPN_WEB_PORT's
+    assert k8s.pod_stand_in(rendered[variant]).ports == exposed | metrics | web
 
 
 def test_the_load_balancer_keeps_client_addresses_and_reaches_the_pod(
@@ -389,7 +406,7 @@ def test_the_host_port_variant_differs_only_in_host_ports(
 # --- least privilege and the server's needs ---------------------------------------------
 
 
-@pytest.mark.parametrize("variant", (*VARIANTS, "radius", "metrics"))
+@pytest.mark.parametrize("variant", (*VARIANTS, "radius", "metrics", "web"))
 def test_the_pod_is_not_privileged_and_holds_only_what_the_server_needs(
     rendered: dict[str, list[Resource]], variant: str
 ) -> None:
@@ -445,6 +462,37 @@ def test_the_metrics_component_adds_only_the_metrics_port(
         del deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
     assert with_metrics == plain
     assert {**k8s.pod_stand_in(rendered["loadbalancer"]).env, "VPN_METRICS_PORT": "9814"} == env
+
+
+def test_the_web_component_adds_the_console_port_its_password_and_nothing_else(
+    rendered: dict[str, list[Resource]],
+) -> None:
+    """VPN_WEB_PORT, the pod's and the Service's port named "web" agree; the password is a
+    Secret file; nothing else about the pod changes."""
+    env = k8s.pod_stand_in(rendered["web"]).env
+    with_web = copy.deepcopy(dict(k8s.find(rendered["web"], "Deployment")))
+    plain = copy.deepcopy(dict(k8s.find(rendered["loadbalancer"], "Deployment")))
+    spec = with_web["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    port = int(env["VPN_WEB_PORT"])
+    assert container["ports"].pop() == {"name": "web", "containerPort": port, "protocol": "TCP"}
+    assert container["env"].pop()["name"] == "VPN_WEB_PASSWORD_FILE"
+    assert container["volumeMounts"].pop() == {
+        "name": "web-password",
+        "mountPath": WEB_SECRET_DIR,
+        "readOnly": True,
+    }
+    assert spec["volumes"].pop()["secret"]["secretName"].startswith("ikev2-vpn-web")
+    for deployment in (with_web, plain):
+        del deployment["spec"]["template"]["spec"]["containers"][0]["envFrom"]
+    assert with_web == plain
+    service_ports = k8s.find(rendered["web"], "Service")["spec"]["ports"]
+    assert service_ports[-1] == {
+        "name": "web",
+        "port": port,
+        "targetPort": "web",
+        "protocol": "TCP",
+    }
 
 
 def ingress_policy(resources: list[Resource]) -> Resource:

@@ -27,7 +27,7 @@ def test_users_help_names_every_action(capsys: pytest.CaptureFixture[str]) -> No
         cli.main(["users", "--help"])
     assert exited.value.code == 0
     out = capsys.readouterr().out
-    for action in ("list", "add", "remove", "passwd", "static-ip"):
+    for action in ("list", "add", "remove", "passwd", "static-ip", "disable", "enable"):
         assert action in out
     assert "never from the command line" in out
 
@@ -77,6 +77,10 @@ def test_helper_parses_users_commands() -> None:
     )
     with pytest.raises(SystemExit):
         build_parser().parse_args(["users", "vpn", "add", "bob", "--password", "x"])
+    for action in ("disable", "enable"):
+        args = build_parser().parse_args(["users", "vpn", action, "bob"])
+        assert (args.action, args.name) == (action, "bob")
+        assert users_argv(action, "bob", [], False) == [action, "bob"]
 
 
 def test_helper_reads_the_password_from_a_file_or_stdin(

@@ -402,3 +402,63 @@ def test_a_static_ip_set_while_running_keeps_the_servers_split_tunnel(
     assert name == "load-conn"
     child = conn[render.StaticAddress("bob", STATIC).connection]["children"]
     assert [c["local_ts"] for c in child.values()] == [["10.20.0.0/16", "1.1.1.1/32", "1.0.0.1/32"]]
+
+
+# --- disable and enable ------------------------------------------------------------------------
+
+
+def test_disable_unloads_the_secret_ends_the_sessions_and_keeps_the_account(
+    users: LiveUsers, vici: FakeVici, conf: Written, data_dir: Path
+) -> None:
+    users.add("bob", SecretStr("pw"))
+    users.static_ip("bob", STATIC)
+    vici.calls.clear()
+    assert users.disable("bob") == 2
+    assert vici.names() == ["unload-shared", "unload-conn", "terminate", "terminate", "unload-pool"]
+    assert stored(data_dir)["users"]["bob"]["disabled"] is True
+    assert "id = bob" not in conf.text
+    assert (data_dir / "clients" / "bob").is_dir()  # profiles stay for the day it is enabled
+    views = {view.name: view for view in users.list()}
+    assert views["bob"].disabled
+    assert views["bob"].static_ip == STATIC
+    assert users.disable("bob") == 0  # twice: nothing more to do
+
+
+def test_enable_loads_the_secret_and_the_static_ip_again(
+    users: LiveUsers, vici: FakeVici, conf: Written, data_dir: Path
+) -> None:
+    users.add("bob", SecretStr("pw"))
+    users.static_ip("bob", STATIC)
+    users.disable("bob")
+    vici.calls.clear()
+    users.enable("bob")
+    assert vici.names() == ["load-pool", "load-conn", "load-shared"]
+    assert vici.calls[-1][1]["data"] == nt_hash(SecretStr("pw"))
+    assert "disabled" not in stored(data_dir)["users"]["bob"]
+    assert "id = bob" in conf.text
+    assert not {view.name: view for view in users.list()}["bob"].disabled
+
+
+def test_a_disabled_user_keeps_out_of_charon_through_a_new_password(
+    users: LiveUsers, vici: FakeVici, data_dir: Path
+) -> None:
+    users.add("bob", SecretStr("pw"))
+    users.disable("bob")
+    vici.calls.clear()
+    users.passwd("bob", SecretStr("new"))
+    assert "load-shared" not in vici.names()
+    assert stored(data_dir)["users"]["bob"]["disabled"] is True
+    with pytest.raises(UsersError, match="'bob' is disabled; enable it first"):
+        users.static_ip("bob", STATIC)
+
+
+def test_disable_refuses_environment_users_and_the_last_account(
+    data_dir: Path, vici: FakeVici, conf: Written
+) -> None:
+    users = live(data_dir, vici, conf)
+    with pytest.raises(UsersError, match=r"declared in VPN_USERS.* to disable it"):
+        users.disable("alice")
+    alone = live(data_dir, vici, conf, users=())
+    alone.add("bob", SecretStr("pw"))
+    with pytest.raises(UsersError, match="only account that can log in"):
+        alone.disable("bob")

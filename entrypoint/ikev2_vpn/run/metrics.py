@@ -18,7 +18,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import (
@@ -29,9 +29,12 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from ..httpd import HttpServer, StartResponse, WsgiApp, reply
+from ..httpd import HttpServer, WsgiApp, plain, small_app
 from . import health, vici_session
 from .vici_session import text
+
+if TYPE_CHECKING:
+    from flask import Response
 
 log = logging.getLogger(__name__)
 
@@ -262,15 +265,16 @@ def _number(value: object) -> int:
 
 
 def _app(registry: CollectorRegistry) -> WsgiApp:
-    def scrape(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        head = environ["REQUEST_METHOD"] == "HEAD"
-        if environ["PATH_INFO"] != PATH:
-            return reply(start_response, 404, f"only {PATH} is served here\n".encode(), head=head)
-        if environ["REQUEST_METHOD"] not in {"GET", "HEAD"}:
-            return reply(start_response, 405, b"GET only\n", headers=[("Allow", "GET, HEAD")])
-        return reply(start_response, 200, generate_latest(registry), CONTENT_TYPE_LATEST, head=head)
+    from flask import request
 
-    return scrape
+    def scrape() -> Response:
+        if request.environ["PATH_INFO"] != PATH:
+            return plain(404, f"only {PATH} is served here\n".encode())
+        if request.method not in {"GET", "HEAD"}:
+            return plain(405, b"GET only\n", headers=[("Allow", "GET, HEAD")])
+        return plain(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+
+    return small_app(__name__, scrape)
 
 
 def serve(port: int, collector: VpnCollector) -> HttpServer:

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, TextIO
+from typing import TYPE_CHECKING, Any, Final, TextIO
 from urllib.parse import quote
 
 import qrcode
@@ -36,9 +36,12 @@ from qrcode.image.pure import PyPNGImage
 
 from .. import defaults
 from ..errors import SystemSetupError
-from ..httpd import HttpServer, StartResponse, WsgiApp, client_address, reply, request_target
+from ..httpd import HttpServer, WsgiApp, client_address, plain, request_target, small_app
 from ..profiles import ProfileInput, android, apple, ca_fingerprint
 from ..profiles.templating import render_profile
+
+if TYPE_CHECKING:
+    from flask import Response
 
 DEFAULT_LIFETIME_S: Final = 600.0
 HTTP_PORT: Final = defaults.ACME_HTTP_PORT  # published by compose.yaml for ACME HTTP-01
@@ -145,13 +148,15 @@ def _app(
     deadline: float,
     on_download: Callable[[SharedFile, str], None],
 ) -> WsgiApp:
-    def share(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        method = environ["REQUEST_METHOD"]
-        shared = files.get(request_target(environ)) if time.monotonic() < deadline else None
+    from flask import request
+
+    def share() -> Response:
+        method = request.method
+        found = files.get(request_target(request.environ))
+        shared = found if time.monotonic() < deadline else None
         if shared is None or method not in {"GET", "HEAD"}:
-            return reply(start_response, 404, b"not found\n", head=method == "HEAD")
-        body = reply(
-            start_response,
+            return plain(404, b"not found\n")
+        response = plain(
             200,
             shared.content,
             shared.content_type,
@@ -161,13 +166,12 @@ def _app(
                 if shared.name
                 else []
             ),
-            head=method == "HEAD",
         )
         if method == "GET":
-            on_download(shared, client_address(environ))
-        return body
+            on_download(shared, client_address(request.environ))
+        return response
 
-    return share
+    return small_app(__name__, share)
 
 
 class ShareServer:

@@ -51,6 +51,7 @@ from ..state.users import (
     new_password,
     save_store,
     static_ip_problem,
+    stored_accounts,
     usable_static_ips,
 )
 
@@ -185,6 +186,7 @@ class UserView:
     name: str
     origin: Origin
     static_ip: ipaddress.IPv4Address | None
+    disabled: bool = False
 
 
 class LiveUsers:
@@ -211,12 +213,19 @@ class LiveUsers:
     # --- reading --------------------------------------------------------------------------
 
     def list(self) -> list[UserView]:
+        """The accounts that can log in, then the disabled ones (they keep their static IP)."""
         store = load_store(self.data_dir)
         static = self._static(store)
-        return [
+        views = [
             UserView(account.name, self._origin(account.name, store), static.get(account.name))
             for account in active_accounts(self.declared, store)
         ]
+        for user in stored_accounts(self.declared, store):
+            if user.disabled:
+                views.append(
+                    UserView(user.name, user.origin, store.static_ips.get(user.name), True)
+                )
+        return views
 
     # --- changing -------------------------------------------------------------------------
 
@@ -283,18 +292,78 @@ class LiveUsers:
         with locked(self.data_dir):
             store = load_store(self.data_dir)
             user = self._check_changeable(name, store, "change the password of")
-            store = store.with_user(StoredUser(name, chosen, user.origin))
+            store = store.with_user(dataclasses.replace(user, password=chosen))
             save_store(self.data_dir, store)
             account = store.account(name)
 
             def replace(vici: Vici) -> int:
-                vici.load_shared(render.shared_secret(account))  # same id: replaces the old one
+                if not user.disabled:  # a disabled one stays out of charon
+                    vici.load_shared(render.shared_secret(account))  # same id: replaces it
                 return end_sessions(vici, name)
 
             self._apply(store, replace)
             self._write_profiles(account)
         log.info("changed the password of user %r", name)
         return chosen if password is None else None
+
+    def disable(self, name: str) -> int:
+        """Keep the account (password, static IP, profiles) but refuse its logins; its
+        sessions end. Returns how many."""
+        with locked(self.data_dir):
+            store = load_store(self.data_dir)
+            user = self._check_changeable(name, store, "disable")
+            if user.disabled:
+                return 0
+            if len(active_accounts(self.declared, store)) == 1:
+                raise UsersError(
+                    f"user {name!r} is the only account that can log in; add another one "
+                    "before disabling it"
+                )
+            old = self._static(store).get(name)
+            store = store.with_user(dataclasses.replace(user, disabled=True))
+            save_store(self.data_dir, store)
+
+            def lock_out(vici: Vici) -> int:
+                if not user.problem:  # an unusable one never reached charon
+                    vici.unload_shared({"id": render.secret_id(name)})
+                if old is not None:
+                    vici.unload_conn({"name": render.StaticAddress(name, old).connection})
+                ended = end_sessions(vici, name)
+                if old is not None:
+                    _unload_pool(vici, render.StaticAddress(name, old))
+                return ended
+
+            ended = self._apply(store, lock_out)
+        log.info("disabled user %r", name)
+        return ended
+
+    def enable(self, name: str) -> None:
+        """Let a disabled account log in again, with its password and static IP."""
+        with locked(self.data_dir):
+            store = load_store(self.data_dir)
+            user = self._check_changeable(name, store, "enable")
+            if not user.disabled:
+                return
+            if user.problem:
+                raise UsersError(
+                    f"user {name!r} has an unusable password ({user.problem}); give it a new "
+                    f"one with `ikev2-vpn users passwd {name}` first"
+                )
+            store = store.with_user(dataclasses.replace(user, disabled=False))
+            save_store(self.data_dir, store)
+            account = store.account(name)
+            users = self._users_plan(store)
+            static = self._static(store).get(name)
+
+            def let_in(vici: Vici) -> int:
+                if static is not None:
+                    address = render.StaticAddress(name, static)
+                    vici.load_pool(render.static_pool(address, users.dns))
+                    vici.load_conn(render.static_connection(address, users))
+                return _load_secret(vici, account)
+
+            self._apply(store, let_in)
+        log.info("enabled user %r", name)
 
     def static_ip(self, name: str, address: ipaddress.IPv4Address | None) -> int:
         """Give ``name`` a fixed virtual IP (None: a dynamic one again). The user's sessions
@@ -309,6 +378,8 @@ class LiveUsers:
             raise UsersError(f"{problem}; {fix}")
         with locked(self.data_dir):
             store = load_store(self.data_dir)
+            if name in store.users and store.users[name].disabled:
+                raise UsersError(f"user {name!r} is disabled; enable it first")
             if name not in {account.name for account in active_accounts(self.declared, store)}:
                 raise UsersError(f"there is no user {name!r}; see `ikev2-vpn users list`")
             current = self._static(store)

@@ -10,10 +10,13 @@ import contextlib
 import logging
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from ..httpd import HttpServer, StartResponse, WsgiApp, client_address, reply, request_target
+from ..httpd import HttpServer, WsgiApp, client_address, plain, request_target, small_app
+
+if TYPE_CHECKING:
+    from flask import Response
 
 log = logging.getLogger(__name__)
 
@@ -21,18 +24,20 @@ CHALLENGE_PREFIX = "/.well-known/acme-challenge/"
 
 
 def _app(answers: Mapping[str, str]) -> WsgiApp:
-    def answer(environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
-        method, path = environ["REQUEST_METHOD"], request_target(environ)
-        key_authorization = answers.get(path)
-        if method not in {"GET", "HEAD"} or key_authorization is None:
-            return reply(start_response, 404, b"not found\n", head=method == "HEAD")
-        if method == "GET":
-            log.info(
-                "ACME: answered the HTTP-01 challenge request from %s", client_address(environ)
-            )
-        return reply(start_response, 200, key_authorization.encode("ascii"), head=method == "HEAD")
+    from flask import request
 
-    return answer
+    def answer() -> Response:
+        key_authorization = answers.get(request_target(request.environ))
+        if request.method not in {"GET", "HEAD"} or key_authorization is None:
+            return plain(404, b"not found\n")
+        if request.method == "GET":
+            log.info(
+                "ACME: answered the HTTP-01 challenge request from %s",
+                client_address(request.environ),
+            )
+        return plain(200, key_authorization.encode("ascii"))
+
+    return small_app(__name__, answer)
 
 
 @contextlib.contextmanager

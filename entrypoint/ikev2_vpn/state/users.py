@@ -57,6 +57,7 @@ class StoredUser:
     name: str
     password: SecretStr
     origin: Origin  # MANAGED or GENERATED
+    disabled: bool = False  # kept, with its profiles and static IP, but cannot log in
 
     @property
     def problem(self) -> str:
@@ -157,15 +158,21 @@ def resolve_accounts(declared: tuple[Account, ...], data_dir: Path) -> ResolvedA
 def active_accounts(declared: tuple[Account, ...], store: UserStore) -> tuple[Account, ...]:
     """The declared accounts plus the managed ones, or without declared accounts, the
     managed ones plus the generated one. A stored account with the name of a declared one
-    is hidden by it: the environment wins. Unusable stored accounts are left out."""
-    names = {account.name for account in declared}
-    kinds = (Origin.MANAGED,) if declared else (Origin.MANAGED, Origin.GENERATED)
+    is hidden by it: the environment wins. Unusable and disabled stored accounts are left
+    out."""
     stored = tuple(
         store.account(user.name)
-        for user in store.users.values()
-        if user.origin in kinds and user.name not in names and not user.problem
+        for user in stored_accounts(declared, store)
+        if not user.problem and not user.disabled
     )
     return (*declared, *stored)
+
+
+def stored_accounts(declared: tuple[Account, ...], store: UserStore) -> list[StoredUser]:
+    """The stored accounts that count next to ``declared`` (disabled ones included)."""
+    names = {account.name for account in declared}
+    kinds = (Origin.MANAGED,) if declared else (Origin.MANAGED, Origin.GENERATED)
+    return [u for u in store.users.values() if u.origin in kinds and u.name not in names]
 
 
 def unusable_users(store: UserStore) -> list[StoredUser]:
@@ -223,7 +230,10 @@ def _parse(content: dict[str, Any]) -> UserStore:
         origin = Origin(entry["origin"]) if version >= 2 else Origin.GENERATED
         if origin is Origin.ENV:
             raise ValueError(name)
-        users[name] = StoredUser(name, SecretStr(password), origin)
+        disabled = entry.get("disabled", False)
+        if not isinstance(disabled, bool):
+            raise ValueError(name)
+        users[name] = StoredUser(name, SecretStr(password), origin, disabled)
     static: dict[str, ipaddress.IPv4Address] = {}
     for name, text in content.get("static_ips", {}).items():
         if check_username(name) or not isinstance(text, str):
@@ -239,7 +249,11 @@ def save_store(data_dir: Path, store: UserStore) -> None:
     content = {
         "version": STORE_VERSION,
         "users": {
-            user.name: {"password": user.password.get_secret_value(), "origin": user.origin.value}
+            user.name: {
+                "password": user.password.get_secret_value(),
+                "origin": user.origin.value,
+                **({"disabled": True} if user.disabled else {}),
+            }
             for user in store.users.values()
         },
         "static_ips": {name: str(address) for name, address in sorted(store.static_ips.items())},
