@@ -6,9 +6,12 @@ Runs the real compose tool (v2 `docker compose` when present, else Debian's v1
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +26,7 @@ from ikev2_vpn_lab.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "compose-pw #1"
+WEB_PASSWORD = "compose console pw 1"
 
 
 @pytest.fixture(scope="session")
@@ -64,6 +68,10 @@ def compose_environment(engine: docker.DockerClient, image: str) -> Iterator[Non
         # The host's port 80 may be taken on a CI machine: publish HTTP-01 on a free port.
         "VPN_HTTP_PORT": str(_free_tcp_port()),
         "VPN_HTTPS_PORT": str(_free_tcp_port()),
+        # The console, as the README's command turns it on.
+        "VPN_WEB_PORT": "8443",
+        "VPN_WEB_PASSWORD": WEB_PASSWORD,
+        "VPN_WEB_HOST_PORT": str(_free_tcp_port()),
     }
     saved = {name: os.environ.get(name) for name in values}
     os.environ.update(values)
@@ -104,9 +112,12 @@ def test_compose_up_starts_a_healthy_working_server(
     assert host["CapAdd"] == ["NET_ADMIN"]
     assert host["RestartPolicy"]["Name"] == "unless-stopped"
     published = host["PortBindings"]
-    assert set(published) == {"500/udp", "4500/udp", "80/tcp", "443/tcp"}
+    assert set(published) == {"500/udp", "4500/udp", "80/tcp", "443/tcp", "8443/tcp"}
     assert published["80/tcp"][0]["HostPort"] == os.environ["VPN_HTTP_PORT"]
     assert published["443/tcp"][0]["HostPort"] == os.environ["VPN_HTTPS_PORT"]
+    assert published["8443/tcp"][0]["HostPort"] == os.environ["VPN_WEB_HOST_PORT"]
+    console = console_server_page(server, int(os.environ["VPN_WEB_HOST_PORT"]))
+    assert console["identity"] == "vpn.example.test", console
     mounts = {m["Destination"]: m for m in server.container.attrs["Mounts"]}
     assert mounts["/data"]["Type"] == "volume"
 
@@ -114,3 +125,23 @@ def test_compose_up_starts_a_healthy_working_server(
         report = lab.check(server, "compose", PASSWORD)
     assert report.ok, [f for f in report.findings if not f.ok]
     assert report.connection.dns == ["203.0.113.53"]
+
+
+def console_server_page(server: Server, port: int) -> dict[str, object]:
+    """`GET /api/server` from the host through the published console port, as an operator's
+    curl does: HTTPS checked against the server's CA and VPN_HOST, admin's password."""
+    context = ssl.create_default_context(cadata=server.ca_certificate().decode())
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    with context.wrap_socket(raw, server_hostname="vpn.example.test") as sock:
+        credentials = base64.b64encode(f"admin:{WEB_PASSWORD}".encode()).decode()
+        sock.sendall(
+            b"GET /api/server HTTP/1.1\r\nHost: vpn.example.test\r\nConnection: close\r\n"
+            + f"Authorization: Basic {credentials}\r\n\r\n".encode()
+        )
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 "), head
+    page: dict[str, object] = json.loads(body)
+    return page
