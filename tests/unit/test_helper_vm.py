@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import base64
 import importlib
+import itertools
 import os
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from ikev2_vpn_helper.cli import build_parser
 from ikev2_vpn_helper.errors import HelperError
 from ikev2_vpn_helper.vm import guest, machine
+from ikev2_vpn_helper.vm.chain import long_chain
 from ikev2_vpn_helper.vm.proof import STEPS, ProofReport, Step, format_proof
 from ikev2_vpn_helper.vpnclient import render_strongswan_conf
 
@@ -140,3 +144,17 @@ def test_the_report_passes_only_when_every_step_holds() -> None:
     report.steps.pop()
     report.error = "the guest stopped"
     assert not report.ok and report.to_dict()["ok"] is False
+
+
+def test_the_long_chain_needs_ike_fragments_and_verifies() -> None:
+    files = long_chain("198.18.10.1")
+    certs = x509.load_pem_x509_certificates(files.fullchain_pem)
+    sent = certs[:-1]  # the server sends all but the root
+    assert sum(len(cert.public_bytes(serialization.Encoding.DER)) for cert in sent) > 2 * 1280
+    for cert, issuer in itertools.pairwise(certs):
+        cert.verify_directly_issued_by(issuer)
+    assert certs[-1].public_bytes(serialization.Encoding.PEM) == files.root_pem
+    san = certs[0].extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["198.18.10.1"]
+    key = serialization.load_pem_private_key(files.key_pem, None)
+    assert key.public_key() == certs[0].public_key()

@@ -29,7 +29,9 @@ CHECK_DESCRIPTION = (
     "through the published ports over an MTU 1400 link that drops ICMP frag-needed, gets a "
     "pool address and the DNS, reaches a target through NAT and downloads 20 MB; restart and "
     "down/up keep the CA and leave no XFRM state behind; then the userspace backend the same "
-    "way, for throughput and connect-time ratios. Exit status 0 only when every step holds."
+    "way, for throughput and connect-time ratios; then kernel IPsec with VPN_POOL_V6 and a "
+    "certificate chain that IKE_AUTH carries only in fragments. Exit status 0 only when "
+    "every step holds."
 )
 
 

@@ -29,6 +29,7 @@ from ..errors import HelperError
 from ..image import build_text, repository_root
 from ..vpnclient import Target, VpnClient
 from . import machine
+from .chain import long_chain
 from .guest import GuestDisk
 
 PROJECT = "ikev2vpn"
@@ -43,6 +44,25 @@ USER = "vmlab"
 DOWNLOAD_BYTES = 20 * 1024 * 1024
 IPERF_SECONDS = 5
 HEALTH_TIMEOUT_S = 240.0
+POOL_V6 = "fd00:10:10::/112"
+# What a user adds next to compose.yaml for IPv6 (docs/ipv6.md) and for their own
+# certificate files; here the chain of :func:`long_chain`.
+IPV6_AND_CERTS_OVERRIDE = """\
+services:
+  vpn:
+    sysctls:
+      net.ipv6.conf.all.disable_ipv6: "0"
+      net.ipv6.conf.all.forwarding: "1"
+    volumes:
+      - ./certs:/certs:ro
+networks:
+  default:
+    enable_ipv6: true
+    ipam:
+      config:
+        - subnet: 198.19.200.0/24
+        - subnet: 2001:db8:19::/64
+"""
 
 # Every step a passing check reports, in order (the e2e test asserts each one).
 STEPS = (
@@ -67,6 +87,9 @@ STEPS = (
     "userspace: address from the pool",
     "userspace: DNS pushed",
     "userspace: target sees the server's address (NAT)",
+    "kernel: IKE_AUTH with a long certificate chain, in IKE fragments",
+    "kernel: IPv6 address from VPN_POOL_V6",
+    "kernel: IPv6 target sees the server's IPv6 address (NAT66)",
 )
 
 TOOLS_DOCKERFILE = """\
@@ -192,7 +215,9 @@ class Proof:
 
     # --- the server through Compose ---------------------------------------------------------
 
-    def write_project(self, backend: str | None) -> None:
+    def write_project(
+        self, backend: str | None, extra: dict[str, str] | None = None, override: str = ""
+    ) -> None:
         compose = (repository_root() / "compose.yaml").read_bytes()
         settings = {
             "VPN_IMAGE": self.server_image,
@@ -204,9 +229,15 @@ class Proof:
         }
         if backend is not None:
             settings["VPN_IPSEC_BACKEND"] = backend
+        settings.update(extra or {})
         env = "".join(f"{name}={value}\n" for name, value in settings.items())
         machine.copy_in(self.running, compose, f"{LAB_DIR}/compose.yaml")
         machine.copy_in(self.running, env.encode(), f"{LAB_DIR}/.env", 0o600)
+        # Compose merges compose.override.yaml by itself, as it would on a user's host.
+        if override:
+            machine.copy_in(self.running, override.encode(), f"{LAB_DIR}/compose.override.yaml")
+        else:
+            self.guest("rm", "-f", f"{LAB_DIR}/compose.override.yaml")
 
     def compose(self, *args: str) -> machine.ExecResult:
         return self.guest(
@@ -237,8 +268,10 @@ class Proof:
         tail = eng.log_tail(self.server(), 15, [self.password])
         raise HelperError(f"the server did not become healthy: {tail.strip()[-400:]}")
 
-    def up(self, backend: str | None = None) -> float:
-        self.write_project(backend)
+    def up(
+        self, backend: str | None = None, extra: dict[str, str] | None = None, override: str = ""
+    ) -> float:
+        self.write_project(backend, extra, override)
         started = time.monotonic()
         result = self.compose("up", "-d", "--no-build")
         if result.rc != 0:
@@ -281,6 +314,7 @@ class Proof:
             self.restart_and_reconnect(client, target)
         self.compose("down")
         self.userspace_backend(connect_ms, kernel_rates)
+        self.ipv6_and_fragmentation()
         return self.report
 
     def figure_boot(self) -> None:
@@ -455,6 +489,60 @@ class Proof:
         self.figure("userspace_connect_ms", connect_ms)
         if connect_ms > 0:
             self.figure("ratio_connect_kernel_over_userspace", kernel_connect_ms / connect_ms)
+
+    def ipv6_and_fragmentation(self) -> None:
+        """Kernel IPsec again, with VPN_POOL_V6 and a certificate chain that IKE_AUTH
+        can carry over the MTU 1400 link only in fragments."""
+        files = long_chain(GUEST_ON_WAN)
+        machine.copy_in(self.running, files.fullchain_pem, f"{LAB_DIR}/certs/fullchain.pem")
+        machine.copy_in(self.running, files.key_pem, f"{LAB_DIR}/certs/privkey.pem", 0o600)
+        self.up(
+            extra={"VPN_POOL_V6": POOL_V6, "VPN_CERT": "files"},
+            override=IPV6_AND_CERTS_OVERRIDE,
+        )
+        target = Target.start(
+            self.engine, image=self.tools_image, network=self.egress_network(),
+            name="vmlab-target-ipv6", run_id=self.run_id, ipv6_only=True,
+        )  # fmt: skip
+        try:
+            client = VpnClient.start(
+                self.engine, image=self.tools_image, network=WAN, server_address=GUEST_ON_WAN,
+                server_id=GUEST_ON_WAN, ca_pem=files.root_pem, name="vmlab-client-ipv6",
+                run_id=self.run_id, kernel_ipsec=True, ipv6=True,
+            )  # fmt: skip
+            try:
+                self.ipv6_steps(client, target)
+            finally:
+                client.remove()
+        finally:
+            target.remove()
+        self.compose("down")
+
+    def ipv6_steps(self, client: VpnClient, target: Target) -> None:
+        result = client.connect(USER, self.password, timeout_s=90, ipv6=True)
+        log = "\n".join(result.log) + "\n" + self.server_log()
+        fragments = re.search(r"reassembled fragmented IKE message \((\d+) bytes\)", log)
+        self.step(
+            "kernel: IKE_AUTH with a long certificate chain, in IKE fragments",
+            result.connected and fragments is not None,
+            (f"connected; a {fragments.group(1)}-byte IKE message reassembled"
+             if fragments else "no fragmented IKE message seen")
+            if result.connected else str(result.error),
+        )  # fmt: skip
+        if not result.connected:
+            return
+        v6 = result.virtual_ip_v6 or ""
+        self.step(
+            "kernel: IPv6 address from VPN_POOL_V6", v6.startswith("fd00:10:10::"), v6 or "none"
+        )
+        traffic = client.send_traffic(target)
+        egress = eng.network_addresses_v6(self.server()).get(self.egress_network(), "?")
+        self.step(
+            "kernel: IPv6 target sees the server's IPv6 address (NAT66)",
+            traffic.tcp_source == egress and traffic.icmp_received > 0,
+            f"TCP from {traffic.tcp_source}, {traffic.icmp_received}/{traffic.icmp_sent} pings"
+            f" (server {egress})" + (f"; {traffic.error}" if traffic.error else ""),
+        )
 
 
 def run_proof(
