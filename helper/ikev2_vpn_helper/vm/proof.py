@@ -307,7 +307,7 @@ class Proof:
         machine.copy_in(self.running, PMTU_BLACKHOLE.encode(), f"{LAB_DIR}/pmtu.nft")
         machine.checked(self.running, ["nft", "-f", f"{LAB_DIR}/pmtu.nft"])
         self.kernel_backend()
-        with self.kernel_client() as (client, target):
+        with self.client_and_target() as (client, target):
             connect_ms = self.connect_and_reach(client, target, "kernel")
             self.download(client, target, "kernel")
             kernel_rates = self.throughput(client, target)
@@ -342,7 +342,7 @@ class Proof:
         )  # fmt: skip
 
     @contextmanager
-    def kernel_client(self, *, kernel_ipsec: bool = True) -> Iterator[tuple[VpnClient, Target]]:
+    def client_and_target(self, *, kernel_ipsec: bool = True) -> Iterator[tuple[VpnClient, Target]]:
         server = self.server()
         ca = eng.read_file(server, "/data/ca.crt")
         kind = "kernel" if kernel_ipsec else "userspace"
@@ -470,10 +470,10 @@ class Proof:
         chosen = re.search(r"IPsec backend: (\w+)", self.server_log())
         self.step(
             "userspace: server chose userspace IPsec",
-            bool(chosen) and chosen is not None and chosen.group(1) == "userspace",
+            chosen is not None and chosen.group(1) == "userspace",
             chosen.group(1) if chosen else "no backend line",
         )
-        with self.kernel_client(kernel_ipsec=False) as (client, target):
+        with self.client_and_target(kernel_ipsec=False) as (client, target):
             connect_ms = self.connect_and_reach(client, target, "userspace")
             userspace = self.throughput(client, target)
         self.compose("down")
