@@ -15,11 +15,13 @@ from typing import Any
 
 from ikev2_vpn_helper import engine as eng
 from ikev2_vpn_helper.errors import HelperError
+from ikev2_vpn_helper.vm.guest import build_guest
+from ikev2_vpn_helper.vm.proof import run_proof
 from ikev2_vpn_helper.vpnclient import Target
 from ikev2_vpn_lab.images import ensure_bench_image
 from ikev2_vpn_lab.lab import Lab
 
-from . import chart, measure, report
+from . import chart, measure, report, vmlab
 from .servers import OURS
 
 BENCH_DIR = Path(__file__).resolve().parents[1]
@@ -42,6 +44,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=None, help=f"default: {DEFAULT_OUT}")
     parser.add_argument(
+        "--vm",
+        action="store_true",
+        help="instead: kernel vs userspace IPsec in the VM lab, as ratios (docs/vm-lab.md)",
+    )
+    parser.add_argument(
         "--no-readme",
         action="store_true",
         help="do not rewrite the benchmark table in docs/development.md",
@@ -49,6 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     plan = measure.Plan.quick() if args.quick else measure.Plan()
     out = args.out or DEFAULT_OUT
+    if args.vm:
+        return run_vm(args.image, out)
     try:
         results = run(args.image, plan, "quick" if args.quick else "full")
     except HelperError as error:
@@ -60,6 +69,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row.figure}: {row.ours} vs {row.bare} {row.unit}{ratio}")
     print(f"bench: wrote {out / JSON_NAME} and {out / CHART_NAME}")
     return 0
+
+
+def run_vm(image: str, out: Path) -> int:
+    """``vm check`` in a fresh guest; its ratios go to ``out``/vm.json."""
+    try:
+        guest = build_guest(log=print)
+        proof = run_proof(guest, eng.connect_engine(), server_image=image, name="bench", log=print)
+    except HelperError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
+    data = vmlab.results(proof, datetime.now(UTC).isoformat(timespec="seconds"))
+    for line in vmlab.summary(data):
+        print(line)
+    print(f"bench: wrote {vmlab.write(data, out)}")
+    return 0 if proof.ok else 1
 
 
 def run(image: str, plan: measure.Plan, plan_name: str, log: Any = print) -> dict[str, Any]:

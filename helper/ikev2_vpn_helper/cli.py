@@ -23,6 +23,7 @@ from .server import DEFAULT_NAME, HEALTH_TIMEOUT_S, Server, ServerSpec, start_se
 from .session import run_check
 from .topology import ensure_topology
 from .users import read_password, run_users, users_argv
+from .vm.cli import add_vm_parser, cmd_vm
 
 PASSWORD_ENV = "VPN_CHECK_PASSWORD"  # noqa: S105 - a variable name
 # Settings whose values are secrets, and the *_FILE setting that carries them as a file.
@@ -243,6 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     clean.add_argument("run_id", nargs="?", help="run id (without one: list the runs)")
     clean.add_argument("--all", action="store_true", help="remove the objects of every run")
+    add_vm_parser(commands)
     return parser
 
 
@@ -538,6 +540,8 @@ COMMANDS = {
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command == "vm":  # the guest has its own engine; the host's only for images
+            return cmd_vm(args)
         engine = eng.connect_engine()
         return COMMANDS[args.command](args, engine)
     except HelperError as error:

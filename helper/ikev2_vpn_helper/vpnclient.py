@@ -146,14 +146,26 @@ class Retransmit:
 STRONGSWAN_RETRANSMIT = Retransmit(tries=5, timeout_s=4.0, base=1.8)  # charon's defaults
 
 
+def client_plugins(*, kernel_ipsec: bool = False) -> tuple[str, ...]:
+    """charon's plugins; ``kernel_ipsec``: ESP in the kernel's XFRM instead of libipsec."""
+    if kernel_ipsec:
+        return tuple(plugin for plugin in CHARON_PLUGINS if plugin != "kernel-libipsec")
+    return CHARON_PLUGINS
+
+
 def render_strongswan_conf(
-    log_level: int = 1, threads: int = 16, retransmit: Retransmit | None = None
+    log_level: int = 1,
+    threads: int = 16,
+    retransmit: Retransmit | None = None,
+    *,
+    kernel_ipsec: bool = False,
 ) -> str:
     return (
         _templates()
         .get_template("strongswan.conf.j2")
         .render(
-            plugins=CHARON_PLUGINS,
+            plugins=client_plugins(kernel_ipsec=kernel_ipsec),
+            kernel_ipsec=kernel_ipsec,
             swanctl_plugins=SWANCTL_PLUGINS,
             log_level=log_level,
             threads=threads,
@@ -425,9 +437,11 @@ class VpnClient:
         log_level: int = 1,
         retransmit: Retransmit | None = None,
         ipv6: bool = False,
+        kernel_ipsec: bool = False,
     ) -> VpnClient:
         """``ipv6``: IPv6 on for the client's ipsec0 too (Docker turns it off for
-        interfaces made later), so it can use an IPv6 virtual address."""
+        interfaces made later), so it can use an IPv6 virtual address. ``kernel_ipsec``: ESP
+        in the kernel's XFRM, as on a laptop (needs a kernel with ESP; no TUN device)."""
         container = create_tool_container(
             engine,
             image,
@@ -435,7 +449,7 @@ class VpnClient:
             network,
             entrypoint=[str(CHARON)],
             cap_add=["NET_ADMIN"],
-            devices=["/dev/net/tun:/dev/net/tun:rwm"],
+            devices=[] if kernel_ipsec else ["/dev/net/tun:/dev/net/tun:rwm"],
             labels=eng.labels(run_id, "client"),
             **({"sysctls": {"net.ipv6.conf.all.disable_ipv6": "0"}} if ipv6 else {}),
         )
@@ -444,7 +458,9 @@ class VpnClient:
             [
                 eng.FileSpec(
                     "/etc/strongswan.conf",
-                    render_strongswan_conf(log_level, retransmit=retransmit).encode(),
+                    render_strongswan_conf(
+                        log_level, retransmit=retransmit, kernel_ipsec=kernel_ipsec
+                    ).encode(),
                 ),
                 eng.FileSpec(CA_FILE, ca_pem),
                 eng.FileSpec(PROBE, client_script("probe.py")),

@@ -11,9 +11,10 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from ikev2_vpn_bench import bare, chart, report, servers
+from ikev2_vpn_bench import bare, chart, report, servers, vmlab
 from ikev2_vpn_bench.measure import Plan, _count_at, parse_esp, parse_iperf
 from ikev2_vpn_bench.servers import BARE, OURS
+from ikev2_vpn_helper.vm.proof import ProofReport
 
 
 def results(**changes: Any) -> dict[str, Any]:
@@ -202,3 +203,16 @@ def test_bare_server_gets_its_users_a_certificate_and_the_ca() -> None:
     conf = placed["/etc/swanctl/swanctl.conf"].decode()
     assert f"id = {bare.HOST}" in conf and "include conf.d/*.conf" in conf
     assert b"load = yes" in placed["/etc/strongswan.d/charon/kernel-libipsec.conf"]
+
+
+def test_the_vm_lab_report_keeps_the_ratios(tmp_path: Path) -> None:
+    proof = ProofReport(accel="tcg", accel_reason="test", kernel="6.12.0")
+    proof.figures = {"ratio_up_kernel_over_userspace": 1.3, "kernel_up_mbit_s": 4.2}
+    data = vmlab.results(proof, "2026-12-03T12:00:00+00:00")
+    assert data["ratios"]["ratio_up_kernel_over_userspace"] == 1.3
+    assert data["ratios"]["ratio_down_kernel_over_userspace"] is None
+    assert data["ok"] is False  # no step proven
+    lines = vmlab.summary(data)
+    assert "TCP upload through the tunnel: kernel/userspace x1.30" in lines
+    assert "connect time: not measured" in lines
+    assert json.loads(vmlab.write(data, tmp_path).read_text())["figures"]["kernel_up_mbit_s"] == 4.2
