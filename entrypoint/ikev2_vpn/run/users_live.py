@@ -267,18 +267,7 @@ class LiveUsers:
             store = store.without_user(name)
             save_store(self.data_dir, store)
 
-            def forget(vici: Vici) -> int:
-                # The secret first: from here on the user cannot log in again.
-                if loaded:
-                    vici.unload_shared({"id": render.secret_id(name)})
-                if old is not None:
-                    vici.unload_conn({"name": render.StaticAddress(name, old).connection})
-                ended = end_sessions(vici, name)
-                if old is not None:
-                    _unload_pool(vici, render.StaticAddress(name, old))
-                return ended
-
-            ended = self._apply(store, forget)
+            ended = self._apply(store, lambda vici: shut_out(vici, name, loaded, old))
             remove_profiles(name, self.data_dir)
         log.info("removed user %r", name)
         return ended
@@ -323,17 +312,8 @@ class LiveUsers:
             store = store.with_user(dataclasses.replace(user, disabled=True))
             save_store(self.data_dir, store)
 
-            def lock_out(vici: Vici) -> int:
-                if not user.problem:  # an unusable one never reached charon
-                    vici.unload_shared({"id": render.secret_id(name)})
-                if old is not None:
-                    vici.unload_conn({"name": render.StaticAddress(name, old).connection})
-                ended = end_sessions(vici, name)
-                if old is not None:
-                    _unload_pool(vici, render.StaticAddress(name, old))
-                return ended
-
-            ended = self._apply(store, lock_out)
+            loaded = not user.problem  # an unusable one never reached charon
+            ended = self._apply(store, lambda vici: shut_out(vici, name, loaded, old))
         log.info("disabled user %r", name)
         return ended
 
@@ -536,6 +516,20 @@ def sessions_of(vici: Vici, name: str) -> list[str]:
             if _text(identity) == name:
                 found.append(_text(sa.get("uniqueid", b"")))
     return [ike_id for ike_id in found if ike_id]
+
+
+def shut_out(vici: Vici, name: str, loaded: bool, old: ipaddress.IPv4Address | None) -> int:
+    """Removed or disabled: charon forgets ``name``'s secret (when it was ``loaded``), its
+    static address ``old`` (if any) and ends its tunnels; how many ended. The secret goes
+    first: from then on the user cannot log in again."""
+    if loaded:
+        vici.unload_shared({"id": render.secret_id(name)})
+    if old is not None:
+        vici.unload_conn({"name": render.StaticAddress(name, old).connection})
+    ended = end_sessions(vici, name)
+    if old is not None:
+        _unload_pool(vici, render.StaticAddress(name, old))
+    return ended
 
 
 def end_sessions(vici: Vici, name: str) -> int:
