@@ -11,8 +11,8 @@ from .. import engine as eng
 from .. import image
 from ..base import DEFAULT_MIRROR
 from ..errors import HelperError
+from . import arm, machine
 from . import guest as vmguest
-from . import machine
 from .proof import format_proof, run_proof
 
 DESCRIPTION = (
@@ -32,6 +32,19 @@ CHECK_DESCRIPTION = (
     "way, for throughput and connect-time ratios; then kernel IPsec with VPN_POOL_V6 and a "
     "certificate chain that IKE_AUTH carries only in fragments. Exit status 0 only when "
     "every step holds."
+)
+
+ARM_CHECK_DESCRIPTION = (
+    "Boot an ARM image of the server (built with `build --platform`) on Debian's own ARM "
+    "kernel under QEMU's full-system emulation (qemu-system-aarch64 for linux/arm64; "
+    "qemu-system-arm with the 32-bit LPAE kernel for linux/arm/v7): the image's tree is the "
+    "machine's root file system, its entrypoint, environment and health check run as the "
+    "engine would run them, in network namespaces on a bridge, with no network card. The "
+    "server makes its CA; a strongSwan client from the same image connects with a name and "
+    "password, must get a pool address and DNS, and reach a target that sees the server's "
+    "address; kernel IPsec must be chosen. Reports the start-up time under emulation. "
+    "--data-out writes the guest's /data (a .tar.gz) for comparing profiles with another "
+    "image. Exit status 0 only when every finding holds."
 )
 
 
@@ -74,6 +87,16 @@ def add_vm_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     check.add_argument("--accel", choices=("kvm", "tcg"), help="skip the KVM probe and use this")
     check.add_argument("--keep", action="store_true", help="leave the guest running afterwards")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    arm_check = actions.add_parser(
+        "arm-check", help="an ARM image on Debian's ARM kernel", description=ARM_CHECK_DESCRIPTION
+    )
+    arm_check.add_argument(
+        "--platform", required=True, choices=sorted(arm.TARGETS), help="the image's platform"
+    )
+    arm_check.add_argument("--image", help="image tag (default: ikev2-vpn:latest-<arm64|armv7>)")
+    arm_check.add_argument("--mirror", default=DEFAULT_MIRROR, help="Debian mirror (%(default)s)")
+    arm_check.add_argument("--data-out", type=Path, metavar="FILE", help="write /data here")
+    arm_check.add_argument("--json", action="store_true", help="print the report as JSON")
     for parser in (start, run, copy, actions.choices["stop"], actions.choices["status"], check):
         parser.add_argument("--name", default=machine.DEFAULT_NAME if parser is not check
                             else "check", help="which guest (%(default)s)")  # fmt: skip
@@ -103,6 +126,8 @@ def cmd_vm(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one return per a
         return result.rc
     if action == "cp":
         return _copy(args)
+    if action == "arm-check":
+        return _arm_check(args)
     if action == "stop":
         machine.stop(machine.load_running(args.name))
         return 0
@@ -128,6 +153,19 @@ def _copy(args: argparse.Namespace) -> int:
         Path(destination).write_bytes(machine.copy_out(running, source[1:]))
         return 0
     raise HelperError("vm cp copies between the host and the guest: HOST_FILE :GUEST_PATH or back")
+
+
+def _arm_check(args: argparse.Namespace) -> int:
+    suffix = {"linux/arm64": "arm64", "linux/arm/v7": "armv7"}[args.platform]
+    tag = args.image or f"{image.DEFAULT_IMAGE}-{suffix}"
+    report = arm.run_arm_check(
+        eng.connect_engine(), tag, args.platform, mirror=args.mirror, log=_say
+    )
+    if args.data_out and report.data:
+        args.data_out.write_bytes(report.data)
+        args.data_out.chmod(0o600)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else arm.format_arm_report(report))
+    return 0 if report.ok else 1
 
 
 def _check(args: argparse.Namespace) -> int:
