@@ -2,7 +2,7 @@
 # ikev2-vpn: strongSwan IKEv2 server configured from environment variables.
 #
 # BASE_IMAGE: Debian stable. Hosts without registry access build a local one with
-#   `ikev2-vpn-helper build` (debootstrap from Debian's mirror, then `docker import`).
+#   `ikev2-vpn-helper build` (debootstrap from Debian's mirror, then `docker load`).
 # EXTRA_CA_CERTS: PEM certificates of a TLS-intercepting proxy, trusted by the build stage
 #   only, so pip can reach PyPI behind a corporate proxy without disabling verification.
 #   The helper passes the host's /usr/local/share/ca-certificates by default.

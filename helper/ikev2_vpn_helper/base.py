@@ -3,35 +3,46 @@
 In order: the requested image when the engine has it, a pull when a registry answers
 within a short timeout, the local debootstrap base when one was made before, else a new
 one: ``debootstrap --variant=minbase``, trimmed the way Debian's official ``-slim`` images
-are (debuerreotype's slimify and minimizing config), then ``docker import``.
+are (debuerreotype's slimify and minimizing config), then ``docker load`` of an image
+archive written here. Each step is per platform: a local image counts only when it is built
+for that architecture, and the debootstrap base of another architecture gets its own tag.
+
+``docker import`` would be shorter, but Docker 20.10 ignores its ``--platform`` and records
+the engine's own architecture; a loaded archive carries the config written for it.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import hashlib
+import io
+import json
 import os
 import shutil
 import subprocess
+import tarfile
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import docker
 import requests
 from docker.errors import DockerException, ImageNotFound
 
 from .errors import HelperError
+from .platforms import Platform, describe, host_platform, matches
 
 DEFAULT_BASE = "debian:trixie-slim"
 LOCAL_BASE_REPOSITORY = "ikev2-vpn-base"
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 DEFAULT_SECURITY_MIRROR = "http://deb.debian.org/debian-security"
 PULL_TIMEOUT_S = 20  # between two progress messages, not for the whole pull
-IMPORT_CHANGES = (
-    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    'CMD ["bash"]',
-)
+# The run config of the official image: its PATH and a shell.
+BASE_ENV = ("PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",)
+BASE_CMD = ("bash",)
 
 # What Debian's "slim" images leave out, and keep out of later package installs
 # (debuerreotype's .slimify-excludes / .slimify-includes).
@@ -86,26 +97,31 @@ def debian_suite(reference: str) -> str | None:
     return suite if suite.isalpha() else None
 
 
-def local_base_tag(suite: str) -> str:
-    return f"{LOCAL_BASE_REPOSITORY}:{suite}"
+def local_base_tag(suite: str, platform: Platform | None = None) -> str:
+    """``ikev2-vpn-base:trixie`` for the engine's own platform, ``...:trixie-arm64`` else."""
+    return f"{LOCAL_BASE_REPOSITORY}:{suite}" + (f"-{platform.suffix}" if platform else "")
 
 
 def ensure_base_image(
     engine: docker.DockerClient,
     reference: str = DEFAULT_BASE,
     *,
+    platform: Platform | None = None,
     rebuild: bool = False,
     mirror: str = DEFAULT_MIRROR,
     security_mirror: str = DEFAULT_SECURITY_MIRROR,
     log: Log = print,
 ) -> BaseChoice:
-    """Find, pull or make the base image; see the module docstring for the order."""
+    """Find, pull or make the base image for ``platform`` (default: the engine's own);
+    see the module docstring for the order."""
+    host = host_platform(engine)
+    platform = platform or host
     why_not_pulled = "not tried"
     if not rebuild:
-        if image_exists(engine, reference):
+        if image_exists(engine, reference, platform):
             return BaseChoice(reference, "present locally")
-        log(f"base: {reference} is not present locally; trying to pull it")
-        why_not_pulled = try_pull(engine, reference)
+        log(f"base: {reference} for {platform} is not present locally; trying to pull it")
+        why_not_pulled = try_pull(engine, reference, platform)
         if not why_not_pulled:
             return BaseChoice(reference, "pulled from the registry")
     suite = debian_suite(reference)
@@ -114,39 +130,51 @@ def ensure_base_image(
             f"base image {reference} is not present and could not be pulled "
             f"({why_not_pulled}); load it into the engine or use a debian:<suite> base"
         )
-    local = local_base_tag(suite)
-    if not rebuild and image_exists(engine, local):
+    local = local_base_tag(suite, None if platform == host else platform)
+    if not rebuild and image_exists(engine, local, platform):
         return BaseChoice(local, f"local debootstrap base (no registry: {why_not_pulled})")
-    log(f"base: making {local} with debootstrap from {mirror}")
+    log(f"base: making {local} for {platform} with debootstrap from {mirror}")
     make_debootstrap_base(
-        engine, suite, local, mirror=mirror, security_mirror=security_mirror, log=log
+        engine,
+        suite,
+        local,
+        platform=platform,
+        mirror=mirror,
+        security_mirror=security_mirror,
+        log=log,
     )
     return BaseChoice(local, "made with debootstrap")
 
 
-def image_exists(engine: docker.DockerClient, reference: str) -> bool:
+def image_exists(
+    engine: docker.DockerClient, reference: str, platform: Platform | None = None
+) -> bool:
+    """Whether the engine has ``reference``, built for ``platform`` when one is given."""
     try:
-        engine.images.get(reference)
+        found = engine.images.get(reference)
     except ImageNotFound:
         return False
-    return True
+    return platform is None or matches(found.attrs, platform)
 
 
-def try_pull(engine: docker.DockerClient, reference: str) -> str:
-    """Pull ``reference``; an empty string on success, else why it failed."""
+def try_pull(engine: docker.DockerClient, reference: str, platform: Platform) -> str:
+    """Pull ``reference`` for ``platform``; an empty string on success, else why it failed."""
     name, _, tag = reference.rpartition(":")
     try:
         # A client of its own (same DOCKER_HOST): its timeout bounds each wait for the
         # registry's next progress message, so an unreachable registry fails fast.
         api = docker.from_env(timeout=PULL_TIMEOUT_S).api
-        for message in api.pull(name, tag=tag, stream=True, decode=True):
+        messages = api.pull(name, tag=tag, stream=True, decode=True, platform=platform.docker)
+        for message in messages:
             if "error" in message:
                 return str(message["error"])
     except DockerException as error:  # before RequestException: APIError is both
         return str(getattr(error, "explanation", None) or error)
     except requests.RequestException as error:
         return f"no answer within {PULL_TIMEOUT_S} s ({type(error).__name__})"
-    return "" if image_exists(engine, reference) else "the pull ended without the image"
+    if image_exists(engine, reference, platform):
+        return ""
+    return "the pull ended without an image for the platform"
 
 
 # --- debootstrap ---------------------------------------------------------------------------
@@ -157,11 +185,13 @@ def make_debootstrap_base(
     suite: str,
     tag: str,
     *,
+    platform: Platform,
     mirror: str = DEFAULT_MIRROR,
     security_mirror: str = DEFAULT_SECURITY_MIRROR,
     log: Log = print,
 ) -> str:
-    """Bootstrap, trim and import a Debian ``suite`` as image ``tag``; return the image id."""
+    """Bootstrap, trim and load a Debian ``suite`` for ``platform`` as image ``tag``;
+    return the image id. Another architecture's second stage runs under emulation."""
     debootstrap = shutil.which("debootstrap")
     if debootstrap is None:
         raise HelperError(
@@ -175,25 +205,97 @@ def make_debootstrap_base(
         )
     workdir = Path(tempfile.mkdtemp(prefix="ikev2-vpn-base-", dir="/var/tmp"))
     root = workdir / "rootfs"
+    arch = platform.debian_arch
     try:
-        log(f"base: debootstrap --variant=minbase {suite} (about 20-60 s)")
+        log(f"base: debootstrap --arch={arch} --variant=minbase {suite} (minutes when emulated)")
         _run(
-            [debootstrap, "--variant=minbase", suite, str(root), mirror],
+            [debootstrap, f"--arch={arch}", "--variant=minbase", suite, str(root), mirror],
             what="debootstrap",
         )
         slim_rootfs(root, suite, mirror, security_mirror)
-        archive = workdir / "rootfs.tar"
-        _run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(archive), "."], what="tar")
-        repository, _, version = tag.rpartition(":")
-        log(f"base: importing {tag}")
-        engine.api.import_image_from_file(
-            str(archive), repository=repository, tag=version, changes=list(IMPORT_CHANGES)
-        )
+        layer = workdir / "layer.tar"
+        _run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(layer), "."], what="tar")
+        archive = workdir / "image.tar"
+        created_by = f"debootstrap --arch={arch} --variant=minbase {suite} (ikev2-vpn-helper)"
+        write_image_archive(archive, layer, tag, platform, created_by=created_by)
+        log(f"base: loading {tag} ({platform})")
+        load_image_archive(engine, archive)
     finally:
         _remove_workdir(workdir)
-    image_id = str(engine.images.get(tag).id)
-    log(f"base: {tag} is {image_id[:19]}")
-    return image_id
+    attrs = engine.images.get(tag).attrs
+    if not matches(attrs, platform):
+        raise HelperError(f"the engine loaded {tag} as {describe(attrs)}, not {platform}")
+    log(f"base: {tag} is {str(attrs['Id'])[:19]}")
+    return str(attrs["Id"])
+
+
+# --- the image archive `docker load` reads ---------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        for chunk in iter(lambda: stream.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def image_config(
+    platform: Platform, diff_id: str, *, created: str, created_by: str
+) -> dict[str, Any]:
+    """The image config of a one-layer base: architecture, PATH and shell, the layer's id."""
+    config: dict[str, Any] = {
+        "architecture": platform.architecture,
+        "os": "linux",
+        "created": created,
+        "config": {"Env": list(BASE_ENV), "Cmd": list(BASE_CMD)},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        "history": [{"created": created, "created_by": created_by}],
+    }
+    if platform.variant:
+        config["variant"] = platform.variant
+    return config
+
+
+def write_image_archive(
+    archive: Path, layer: Path, tag: str, platform: Platform, *, created_by: str
+) -> str:
+    """Write the ``docker load`` archive of one layer (``docker save``'s layout) as
+    ``archive``; return the image id. The layer is streamed from its file, not read in."""
+    layer_sha = sha256_file(layer)
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    config = json.dumps(
+        image_config(platform, f"sha256:{layer_sha}", created=created, created_by=created_by),
+        sort_keys=True,
+    ).encode()
+    config_sha = hashlib.sha256(config).hexdigest()
+    manifest = [
+        {"Config": f"{config_sha}.json", "RepoTags": [tag], "Layers": [f"{layer_sha}/layer.tar"]}
+    ]
+    with tarfile.open(archive, "w") as out:
+        _add_bytes(out, f"{config_sha}.json", config)
+        out.add(layer, arcname=f"{layer_sha}/layer.tar")
+        _add_bytes(out, "manifest.json", json.dumps(manifest).encode())
+    return f"sha256:{config_sha}"
+
+
+def _add_bytes(out: tarfile.TarFile, name: str, data: bytes) -> None:
+    member = tarfile.TarInfo(name)
+    member.size = len(data)
+    member.mode = 0o644
+    member.mtime = int(time.time())
+    out.addfile(member, io.BytesIO(data))
+
+
+def load_image_archive(engine: docker.DockerClient, archive: Path) -> None:
+    """``docker load`` the archive, streamed from its file."""
+    try:
+        with archive.open("rb") as stream:
+            for message in engine.api.load_image(stream):
+                if "error" in message:
+                    raise HelperError(f"docker load failed: {str(message['error']).strip()}")
+    except DockerException as error:
+        raise HelperError(f"docker load failed: {error}") from None
 
 
 def _run(argv: list[str], *, what: str) -> None:

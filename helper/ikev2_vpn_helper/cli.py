@@ -13,7 +13,7 @@ from pathlib import Path
 import docker
 from docker.errors import NotFound
 
-from . import __version__, base, image
+from . import __version__, base, image, platforms
 from . import engine as eng
 from .check import CheckOptions, format_report
 from .errors import HelperError
@@ -39,7 +39,9 @@ DESCRIPTIONS = {
         "Build the server image from the repository's Dockerfile. The base is --base when "
         "the engine has it or a registry answers, else a local Debian base made with "
         "debootstrap (needs root). The CAs added to this host are trusted by the build stage, "
-        "so pip works behind a TLS-intercepting proxy."
+        "so pip works behind a TLS-intercepting proxy. --platform builds for other CPUs "
+        "under QEMU emulation (binfmt_misc with the F flag), one image per platform, "
+        "each on a base of its own architecture."
     ),
     "run": (
         "Start a server container with least privilege (NET_ADMIN, /dev/net/tun, the sysctls "
@@ -98,7 +100,17 @@ def build_parser() -> argparse.ArgumentParser:
         allow_abbrev=False,
         description=DESCRIPTIONS["build"],
     )
-    build.add_argument("--tag", default=image.DEFAULT_IMAGE, help="image tag (%(default)s)")
+    build.add_argument(
+        "--tag",
+        help=f"image tag ({image.DEFAULT_IMAGE}); with several platforms each image is "
+        "TAG-SUFFIX (amd64, arm64, armv7) and the engine's own platform's also TAG",
+    )
+    build.add_argument(
+        "--platform",
+        metavar="P",
+        help=f"{platforms.supported()}, a comma list or all (default: the engine's own); "
+        "another CPU than the engine's needs QEMU emulation",
+    )
     build.add_argument(
         "--base",
         default=base.DEFAULT_BASE,
@@ -370,26 +382,33 @@ def server_settings(
 
 
 def cmd_build(args: argparse.Namespace, engine: docker.DockerClient) -> int:
+    chosen = (
+        platforms.parse_platforms(args.platform)
+        if args.platform
+        else [platforms.host_platform(engine)]
+    )
     context = (args.context or image.repository_root()).resolve()
     ca_files = [] if args.no_host_ca else image.host_extra_cas()
     ca_pems = image.read_ca_files([*ca_files, *args.ca_cert])
-    choice = base.ensure_base_image(
-        engine, args.base, rebuild=args.rebuild_base, mirror=args.mirror, log=_say
-    )
-    _say(f"base: {choice.image} ({choice.how})")
     if ca_pems:
         _say(f"build: trusting {len(ca_pems)} extra CA certificate(s) in the build stage")
-    _say(f"build: {args.tag} from {context}")
-    image_id = image.build_image(
-        engine,
+    plan = image.BuildPlan(
         context=context,
-        tag=args.tag,
-        buildargs=image.build_args(choice.image, ca_pems),
+        ca_pems=tuple(ca_pems),
+        base=args.base,
+        rebuild_base=args.rebuild_base,
+        mirror=args.mirror,
         verbose=args.verbose,
-        log=_say,
     )
-    size = engine.images.get(image_id).attrs.get("Size", 0)
-    print(f"built {args.tag} ({image_id[:19]}, {size / 1e6:.0f} MB)")
+    image.build_for_platforms(
+        engine,
+        chosen,
+        args.tag or image.DEFAULT_IMAGE,
+        plan,
+        tag_given=args.tag is not None,
+        log=_say,
+        report=print,
+    )
     return 0
 
 

@@ -1,9 +1,11 @@
-"""Building the server image from the repository's Dockerfile with the engine's builder."""
+"""Building the server image from the repository's Dockerfile with the engine's builder,
+for the engine's own platform or, under emulation, for others."""
 
 from __future__ import annotations
 
 import io
 import re
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,8 +14,17 @@ from typing import Any
 import docker
 from docker.errors import APIError, DockerException
 
-from .base import DEFAULT_BASE, Log, ensure_base_image, image_exists
+from .base import DEFAULT_BASE, DEFAULT_MIRROR, Log, ensure_base_image, image_exists
 from .errors import HelperError
+from .platforms import (
+    BINFMT_DIR,
+    Platform,
+    check_emulation,
+    describe,
+    host_platform,
+    image_tags,
+    matches,
+)
 
 DEFAULT_IMAGE = "ikev2-vpn:latest"
 HOST_CA_DIR = Path("/usr/local/share/ca-certificates")
@@ -98,10 +109,12 @@ def build_image(
     context: Path,
     tag: str = DEFAULT_IMAGE,
     buildargs: Mapping[str, str],
+    platform: Platform | None = None,
     verbose: bool = False,
     log: Log = print,
 ) -> str:
-    """Build ``context``'s Dockerfile as ``tag`` and return the image id."""
+    """Build ``context``'s Dockerfile as ``tag`` (for ``platform``, default the engine's own)
+    and return the image id."""
     if not (context / "Dockerfile").is_file():
         raise HelperError(f"{context} has no Dockerfile; run from the repository or give --context")
     try:
@@ -113,6 +126,7 @@ def build_image(
             forcerm=True,
             pull=False,
             decode=True,
+            platform=platform.docker if platform else None,
         )
         output = follow_build(messages, log, verbose)
     except (APIError, DockerException) as error:
@@ -122,7 +136,81 @@ def build_image(
             for line in output.lines[-25:]:
                 log(f"  | {line}")
         raise HelperError(f"the build failed: {output.error or 'the builder gave no image id'}")
+    if platform is not None:
+        attrs = engine.images.get(output.image_id).attrs
+        if not matches(attrs, platform):
+            raise HelperError(
+                f"the build of {tag} for {platform} gave an image for {describe(attrs)}; "
+                "is the base image built for that platform?"
+            )
     return output.image_id
+
+
+@dataclass(frozen=True)
+class BuildPlan:
+    """What ``build_for_platforms`` needs besides the engine, platforms and tag."""
+
+    context: Path
+    ca_pems: tuple[str, ...] = ()
+    base: str = DEFAULT_BASE
+    rebuild_base: bool = False
+    mirror: str = DEFAULT_MIRROR
+    verbose: bool = False
+
+
+def build_for_platforms(
+    engine: docker.DockerClient,
+    platforms: list[Platform],
+    tag: str,
+    plan: BuildPlan,
+    *,
+    tag_given: bool = True,
+    log: Log = print,
+    report: Log = print,
+    binfmt_dir: Path = BINFMT_DIR,
+) -> dict[Platform, str]:
+    """Build the image once per platform, one after the other; return each one's tag.
+
+    Tags follow ``platforms.image_tags``. Emulation is checked for every foreign platform
+    before anything starts. ``report`` gets one summary line per image.
+    """
+    host = host_platform(engine)
+    check_emulation(platforms, host, binfmt_dir)
+    built: dict[Platform, str] = {}
+    for platform, tags in image_tags(platforms, host, tag, tag_given=tag_given).items():
+        started = time.monotonic()
+        choice = ensure_base_image(
+            engine,
+            plan.base,
+            platform=platform,
+            rebuild=plan.rebuild_base,
+            mirror=plan.mirror,
+            log=log,
+        )
+        base_s = time.monotonic() - started
+        log(f"base: {choice.image} for {platform} ({choice.how})")
+        log(f"build: {tags[0]} for {platform} from {plan.context}")
+        started = time.monotonic()
+        image_id = build_image(
+            engine,
+            context=plan.context,
+            tag=tags[0],
+            buildargs=build_args(choice.image, plan.ca_pems),
+            platform=platform,
+            verbose=plan.verbose,
+            log=log,
+        )
+        build_s = time.monotonic() - started
+        for extra in tags[1:]:
+            repository, _, version = extra.rpartition(":")
+            engine.api.tag(image_id, repository, version)
+        size = engine.images.get(image_id).attrs.get("Size", 0)
+        report(
+            f"built {', '.join(tags)} for {platform} ({image_id[:19]}, {size / 1e6:.0f} MB, "
+            f"base {base_s:.0f} s, build {build_s:.0f} s)"
+        )
+        built[platform] = tags[0]
+    return built
 
 
 def ensure_tool_image(

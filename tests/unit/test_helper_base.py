@@ -2,21 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import tarfile
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from docker.errors import ImageNotFound
 
+from ikev2_vpn_helper import base
 from ikev2_vpn_helper.base import (
     debian_sources,
     debian_suite,
     dpkg_slim_config,
+    ensure_base_image,
+    image_exists,
     is_kept,
     local_base_tag,
     minimizing_config_files,
     slim_rootfs,
     trim_tree,
+    write_image_archive,
 )
+from ikev2_vpn_helper.platforms import AMD64, ARM64, ARMV7, Platform
 
 
 @pytest.mark.parametrize(
@@ -38,6 +49,8 @@ def test_debian_suite_comes_from_official_debian_references_only(
 
 def test_local_base_tag() -> None:
     assert local_base_tag("trixie") == "ikev2-vpn-base:trixie"
+    assert local_base_tag("trixie", ARM64) == "ikev2-vpn-base:trixie-arm64"
+    assert local_base_tag("trixie", ARMV7) == "ikev2-vpn-base:trixie-armv7"
 
 
 def test_dpkg_config_keeps_later_installs_slim() -> None:
@@ -121,3 +134,101 @@ def test_slim_rootfs_writes_config_and_drops_caches(tmp_path: Path) -> None:
     assert "trixie-security" in (tmp_path / "etc/apt/sources.list.d/debian.sources").read_text()
     assert (tmp_path / "etc/resolv.conf").read_text() == ""  # no host details in the image
     assert (tmp_path / "etc/dpkg/dpkg.cfg.d/docker").read_text() == dpkg_slim_config()
+
+
+# --- the archive docker load reads ------------------------------------------------------------
+
+
+def _members(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive) as tar:
+        return {
+            member.name: tar.extractfile(member).read()  # type: ignore[union-attr]
+            for member in tar.getmembers()
+        }
+
+
+@pytest.mark.parametrize(
+    ("platform", "architecture", "variant"),
+    [(AMD64, "amd64", None), (ARM64, "arm64", "v8"), (ARMV7, "arm", "v7")],
+)
+def test_the_load_archive_records_the_architecture_and_the_layer(
+    tmp_path: Path, platform: Platform, architecture: str, variant: str | None
+) -> None:
+    layer = tmp_path / "layer.tar"
+    with tarfile.open(layer, "w") as tar:
+        tar.add(__file__, arcname="etc/os-release")
+    layer_sha = hashlib.sha256(layer.read_bytes()).hexdigest()
+    archive = tmp_path / "image.tar"
+    image_id = write_image_archive(
+        archive, layer, "ikev2-vpn-base:trixie-x", platform, created_by="debootstrap"
+    )
+    members = _members(archive)
+    manifest = json.loads(members["manifest.json"])
+    assert manifest == [
+        {
+            "Config": f"{image_id.removeprefix('sha256:')}.json",
+            "RepoTags": ["ikev2-vpn-base:trixie-x"],
+            "Layers": [f"{layer_sha}/layer.tar"],
+        }
+    ]
+    config_bytes = members[manifest[0]["Config"]]
+    assert image_id == "sha256:" + hashlib.sha256(config_bytes).hexdigest()
+    config = json.loads(config_bytes)
+    assert config["architecture"] == architecture
+    assert config.get("variant") == variant
+    assert config["os"] == "linux"
+    assert config["rootfs"] == {"type": "layers", "diff_ids": [f"sha256:{layer_sha}"]}
+    assert config["config"] == {
+        "Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+        "Cmd": ["bash"],
+    }
+    assert config["history"][0]["created_by"] == "debootstrap"
+    assert members[f"{layer_sha}/layer.tar"] == layer.read_bytes()
+
+
+# --- which base: present, pulled or made, per platform ----------------------------------------
+
+
+class FakeImages:
+    """The engine's images, by reference, with the architecture each was built for."""
+
+    def __init__(self, images: dict[str, dict[str, str]]) -> None:
+        self.images = images
+
+    def get(self, reference: str) -> Any:
+        if reference not in self.images:
+            raise ImageNotFound(reference)
+        return SimpleNamespace(attrs={"Os": "linux", **self.images[reference]})
+
+
+def fake_engine(images: dict[str, dict[str, str]]) -> Any:
+    return SimpleNamespace(images=FakeImages(images), info=lambda: {"Architecture": "x86_64"})
+
+
+def test_an_image_of_another_architecture_is_not_the_base_for_this_one() -> None:
+    engine = fake_engine({"debian:trixie-slim": {"Architecture": "amd64"}})
+    assert image_exists(engine, "debian:trixie-slim")
+    assert image_exists(engine, "debian:trixie-slim", AMD64)
+    assert not image_exists(engine, "debian:trixie-slim", ARM64)
+    assert not image_exists(engine, "debian:bookworm-slim", AMD64)
+
+
+def test_a_foreign_platform_uses_its_own_local_base(monkeypatch: pytest.MonkeyPatch) -> None:
+    pulled: list[Platform] = []
+
+    def no_registry(_engine: object, _reference: str, platform: Platform) -> str:
+        pulled.append(platform)
+        return "no such host"
+
+    monkeypatch.setattr(base, "try_pull", no_registry)
+    engine = fake_engine(
+        {
+            "debian:trixie-slim": {"Architecture": "amd64"},
+            "ikev2-vpn-base:trixie": {"Architecture": "amd64"},
+            "ikev2-vpn-base:trixie-arm64": {"Architecture": "arm64", "Variant": "v8"},
+        }
+    )
+    choice = ensure_base_image(engine, platform=ARM64, log=lambda _: None)
+    assert choice.image == "ikev2-vpn-base:trixie-arm64"
+    assert pulled == [ARM64]
+    assert ensure_base_image(engine, log=lambda _: None).image == "debian:trixie-slim"

@@ -133,7 +133,8 @@ def test_no_password_without_a_terminal_is_an_error(monkeypatch: pytest.MonkeyPa
 
 def test_build_defaults() -> None:
     args = build_parser().parse_args(["build"])
-    assert args.tag == "ikev2-vpn:latest"
+    assert args.tag is None  # ikev2-vpn:latest, or ikev2-vpn:latest-<suffix> for another CPU
+    assert args.platform is None  # the engine's own
     assert args.base == "debian:trixie-slim"
     assert args.ca_cert == []
     assert not args.no_host_ca
