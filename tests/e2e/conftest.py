@@ -17,7 +17,16 @@ import docker
 import pytest
 
 from ikev2_vpn_helper import engine as eng
+from ikev2_vpn_helper import platforms
 from ikev2_vpn_helper.errors import HelperError
+from ikev2_vpn_helper.image import (
+    BuildPlan,
+    build_for_platforms,
+    host_extra_cas,
+    read_ca_files,
+    repository_root,
+)
+from ikev2_vpn_helper.vm import arm
 from ikev2_vpn_lab.images import LabImages, ensure_lab_images
 from ikev2_vpn_lab.lab import Lab
 
@@ -61,14 +70,34 @@ def lab(engine: docker.DockerClient) -> Iterator[Lab]:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def lab_images(engine: docker.DockerClient) -> LabImages:
+def lab_images(request: pytest.FixtureRequest, engine: docker.DockerClient) -> LabImages:
     """Pebble, FreeRADIUS, the bench and the browser image, built when missing (about three
     minutes the first time, Chromium most of it; needs Debian's mirror once) before any
-    test makes a network: a build must never download while a lab network exists."""
+    test makes a network: a build must never download while a lab network exists. So are
+    the ARM images and kernels, when a selected test uses them."""
     try:
-        return ensure_lab_images(engine, IMAGE, log=print)
+        images = ensure_lab_images(engine, IMAGE, log=print)
     except HelperError as error:
         pytest.fail(f"the end-to-end tests need the lab's images: {error}", pytrace=False)
+    if any("arm_images" in getattr(item, "fixturenames", ()) for item in request.session.items):
+        request.getfixturevalue("arm_images")
+    return images
+
+
+@pytest.fixture(scope="session")
+def arm_images(engine: docker.DockerClient) -> dict[str, str]:
+    """The server's linux/arm64 and linux/arm/v7 images built from this checkout under
+    binfmt emulation (VPN_TEST_IMAGE plus -arm64 / -armv7; several minutes each, the
+    first time with a Debian base per architecture), and Debian's kernel for each."""
+    wanted = [platforms.ARM64, platforms.ARMV7]
+    plan = BuildPlan(context=repository_root(), ca_pems=tuple(read_ca_files(host_extra_cas())))
+    try:
+        built = build_for_platforms(engine, wanted, IMAGE, plan, log=print)
+        for platform in wanted:
+            arm.ensure_kit(arm.target_for(platform.docker), log=print)
+    except HelperError as error:
+        pytest.fail(f"the ARM tests need their images and kernels: {error}", pytrace=False)
+    return {platform.docker: tag for platform, tag in built.items()}
 
 
 @pytest.fixture(scope="session")

@@ -16,8 +16,8 @@ from ikev2_vpn_helper.errors import HelperError
 from ikev2_vpn_helper.vm import arm
 
 IMAGE = {
-    "architecture": "arm",
-    "variant": "v7",
+    "platform": "linux/arm/v7",
+    "attrs": {"Os": "linux", "Architecture": "arm", "Variant": "v7"},
     "entrypoint": ["ikev2-vpn"],
     "cmd": ["run"],
     "env": ["PATH=/opt/ikev2-vpn/bin:/usr/bin", "PYTHONUNBUFFERED=1"],
@@ -196,14 +196,11 @@ def test_the_data_archive_is_put_back_together_from_its_parts() -> None:
     assert "data" not in report.to_dict()
 
 
-def test_the_image_must_be_built_for_the_platform() -> None:
-    assert arm._architecture_matches({"architecture": "arm", "variant": "v7"}, "linux/arm/v7")
-    assert arm._architecture_matches({"architecture": "arm64", "variant": None}, "linux/arm64")
-    assert arm._architecture_matches({"architecture": "arm64", "variant": "v8"}, "linux/arm64")
-    assert not arm._architecture_matches({"architecture": "amd64", "variant": None},
-                                         "linux/arm64")  # fmt: skip
-    assert not arm._architecture_matches({"architecture": "arm", "variant": "v6"},
-                                         "linux/arm/v7")  # fmt: skip
+def test_platform_aliases_find_their_target() -> None:
+    assert arm.target_for("linux/arm") is arm.TARGETS["linux/arm/v7"]
+    assert arm.target_for("linux/arm64/v8") is arm.TARGETS["linux/arm64"]
+    with pytest.raises(HelperError):
+        arm.target_for("linux/amd64")
 
 
 def test_the_cli_has_arm_check_for_both_platforms() -> None:

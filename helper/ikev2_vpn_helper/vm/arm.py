@@ -38,6 +38,7 @@ from typing import Any
 import docker
 from docker.errors import APIError, ImageNotFound
 
+from .. import platforms
 from ..base import DEFAULT_MIRROR, Log
 from ..check import Finding, evaluate
 from ..errors import HelperError
@@ -73,10 +74,9 @@ TRIM = ("usr/share/doc", "usr/share/man", "usr/share/locale", "var/cache/apt", "
 
 @dataclass(frozen=True)
 class ArmTarget:
-    """One ARM platform: its Debian architecture, kernel and QEMU machine."""
+    """One ARM platform: its kernel and QEMU machine."""
 
-    platform: str
-    debian_arch: str
+    image_platform: platforms.Platform
     machine: str  # uname -m in the guest
     kernel_package: str
     qemu: str
@@ -84,24 +84,33 @@ class ArmTarget:
     qemu_machine: tuple[str, ...]
     console: str = "ttyAMA0"
 
+    @property
+    def platform(self) -> str:
+        return self.image_platform.docker
+
+    @property
+    def debian_arch(self) -> str:
+        return self.image_platform.debian_arch
+
 
 TARGETS: Mapping[str, ArmTarget] = {
     "linux/arm64": ArmTarget(
-        "linux/arm64", "arm64", "aarch64", "linux-image-arm64", "qemu-system-aarch64",
+        platforms.ARM64, "aarch64", "linux-image-arm64", "qemu-system-aarch64",
         "qemu-system-arm", ("-M", "virt", "-cpu", "cortex-a72"),
     ),
     # Debian's 32-bit kernel for ARMv7 with LPAE, on QEMU's virt board (a Cortex-A15).
     "linux/arm/v7": ArmTarget(
-        "linux/arm/v7", "armhf", "armv7l", "linux-image-armmp-lpae", "qemu-system-arm",
+        platforms.ARMV7, "armv7l", "linux-image-armmp-lpae", "qemu-system-arm",
         "qemu-system-arm", ("-M", "virt", "-cpu", "cortex-a15"),
     ),
 }  # fmt: skip
 
 
 def target_for(platform: str) -> ArmTarget:
+    """The target for a platform name (``linux/arm`` and ``linux/arm64/v8`` too)."""
     try:
-        return TARGETS[platform]
-    except KeyError:
+        return TARGETS[platforms.parse_platform(platform).docker]
+    except (KeyError, HelperError):
         raise HelperError(
             f"no ARM check for {platform}; choose one of {', '.join(TARGETS)}"
         ) from None
@@ -278,10 +287,12 @@ def image_config(engine: docker.DockerClient, image: str) -> dict[str, Any]:
                           f"--platform ...`") from None  # fmt: skip
     config = attrs.get("Config") or {}
     health = (config.get("Healthcheck") or {}).get("Test") or []
+    described = platforms.describe(attrs)
     if health[:1] != ["CMD"]:
         raise HelperError(f"image {image} has no exec-form health check (HEALTHCHECK CMD [...])")
     return {
-        "architecture": attrs.get("Architecture"), "variant": attrs.get("Variant"),
+        "platform": described,
+        "attrs": {key: attrs.get(key) for key in ("Os", "Architecture", "Variant")},
         "entrypoint": list(config.get("Entrypoint") or []), "cmd": list(config.get("Cmd") or []),
         "env": list(config.get("Env") or []), "healthcheck": health[1:],
     }  # fmt: skip
@@ -395,7 +406,7 @@ class ArmReport:
 
     platform: str
     image: str
-    image_architecture: str = ""
+    image_platform: str = ""
     machine: str = ""
     kernel: str = ""
     boot_s: float | None = None  # QEMU start to the guest's init
@@ -437,15 +448,11 @@ def run_arm_check(
     ``settings``: the server's (None: :func:`lab_settings` with a new password)."""
     started = time.monotonic()
     target = target_for(platform)
-    report = ArmReport(platform=platform, image=image)
+    report = ArmReport(platform=target.platform, image=image)
     config = image_config(engine, image)
-    report.image_architecture = "/".join(
-        part for part in (config["architecture"], config["variant"]) if part
-    )
-    if not _architecture_matches(config, platform):
-        raise HelperError(
-            f"image {image} is built for linux/{report.image_architecture}, not {platform}"
-        )
+    report.image_platform = config["platform"]
+    if not platforms.matches(config["attrs"], target.image_platform):
+        raise HelperError(f"image {image} is built for {report.image_platform}, not {platform}")
     missing = missing_tools(target)
     if missing:
         raise HelperError("the ARM check needs " + ", ".join(missing))
@@ -466,15 +473,6 @@ def run_arm_check(
     if report.error is None:
         report.findings = judge(report, settings)
     return report
-
-
-def _architecture_matches(config: Mapping[str, Any], platform: str) -> bool:
-    wanted: dict[str, tuple[str, set[str | None]]] = {
-        "linux/arm64": ("arm64", {None, "", "v8"}),
-        "linux/arm/v7": ("arm", {"v7"}),
-    }
-    architecture, variants = wanted[platform]
-    return config["architecture"] == architecture and config["variant"] in variants
 
 
 def boot(
@@ -622,8 +620,8 @@ def data_files(report: ArmReport) -> dict[str, tuple[bytes, int]]:
 
 def format_arm_report(report: ArmReport) -> str:
     lines = [
-        f"ARM check of {report.image} ({report.platform}, image says linux/"
-        f"{report.image_architecture}) on {report.machine or '?'} kernel {report.kernel or '?'}"
+        f"ARM check of {report.image} ({report.platform}, the image says "
+        f"{report.image_platform}) on {report.machine or '?'} kernel {report.kernel or '?'}"
     ]
     width = max((len(finding.check) for finding in report.findings), default=0)
     for finding in report.findings:

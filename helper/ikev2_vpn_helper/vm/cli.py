@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from .. import engine as eng
-from .. import image
+from .. import image, platforms
 from ..base import DEFAULT_MIRROR
 from ..errors import HelperError
 from . import arm, machine
@@ -156,8 +156,8 @@ def _copy(args: argparse.Namespace) -> int:
 
 
 def _arm_check(args: argparse.Namespace) -> int:
-    suffix = {"linux/arm64": "arm64", "linux/arm/v7": "armv7"}[args.platform]
-    tag = args.image or f"{image.DEFAULT_IMAGE}-{suffix}"
+    target = arm.target_for(args.platform)
+    tag = args.image or platforms.tag_with_suffix(image.DEFAULT_IMAGE, target.image_platform)
     report = arm.run_arm_check(
         eng.connect_engine(), tag, args.platform, mirror=args.mirror, log=_say
     )
