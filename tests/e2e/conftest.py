@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import docker
 import pytest
@@ -87,17 +88,27 @@ def lab_images(request: pytest.FixtureRequest, engine: docker.DockerClient) -> L
 @pytest.fixture(scope="session")
 def arm_images(engine: docker.DockerClient) -> dict[str, str]:
     """The server's linux/arm64 and linux/arm/v7 images built from this checkout under
-    binfmt emulation (VPN_TEST_IMAGE plus -arm64 / -armv7; several minutes each, the
-    first time with a Debian base per architecture), and Debian's kernel for each."""
+    binfmt emulation (VPN_TEST_IMAGE plus -arm64 / -armv7, the first time each on a new
+    Debian base of its architecture), and Debian's kernel for each. The two builds run at
+    once: each is one emulated CPU's work (dpkg runs one maintainer script at a time)."""
     wanted = [platforms.ARM64, platforms.ARMV7]
     plan = BuildPlan(context=repository_root(), ca_pems=tuple(read_ca_files(host_extra_cas())))
+
+    def build(platform: platforms.Platform) -> str:
+        own = eng.connect_engine()  # a client per thread
+        tag = platforms.tag_with_suffix(IMAGE, platform)
+        tags = build_for_platforms(
+            own, [platform], tag, plan, log=lambda line: print(f"[{platform.suffix}] {line}")
+        )
+        arm.ensure_kit(arm.target_for(platform.docker), log=print)
+        return tags[platform]
+
     try:
-        built = build_for_platforms(engine, wanted, IMAGE, plan, log=print)
-        for platform in wanted:
-            arm.ensure_kit(arm.target_for(platform.docker), log=print)
+        with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+            futures = {platform.docker: pool.submit(build, platform) for platform in wanted}
+            return {name: future.result() for name, future in futures.items()}
     except HelperError as error:
         pytest.fail(f"the ARM tests need their images and kernels: {error}", pytrace=False)
-    return {platform.docker: tag for platform, tag in built.items()}
 
 
 @pytest.fixture(scope="session")
