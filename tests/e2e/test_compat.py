@@ -15,6 +15,7 @@ One server per proposal set and one client per server, reused for every attempt.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,6 +199,7 @@ def test_generated_profile(
     expect(result, connects=True)
 
 
+REKEY_WAIT_S = 20.0
 # What charon calls the groups profiles and platforms use for PFS, in its log lines.
 _LOGGED_GROUPS = {"modp2048": "MODP_2048", "ecp256": "ECP_256", "ecp384": "ECP_384"}
 
@@ -226,8 +228,14 @@ def test_apple_devices_rekey_their_tunnel_under_modern(
     assert connected.connected, connected.error
     before = len(here.server.container.logs())
     assert here.client.rekey(), here.client.logs(20)
-    rekeyed = here.server.container.logs()[before:].decode(errors="replace")
-    selected = [line for line in rekeyed.splitlines() if "selected proposal: ESP:" in line]
+    # swanctl --rekey returns once charon has queued the rekey, not when it is done.
+    deadline = time.monotonic() + REKEY_WAIT_S
+    while True:
+        rekeyed = here.server.container.logs()[before:].decode(errors="replace")
+        selected = [line for line in rekeyed.splitlines() if "selected proposal: ESP:" in line]
+        if selected or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert selected, rekeyed
     group = esp.split(",")[0].split("-")[-1]  # what the device's first ESP proposal offers
     if group in _LOGGED_GROUPS:
