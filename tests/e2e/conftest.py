@@ -3,7 +3,8 @@
 The tests never skip: without a Docker engine or the image they fail and say what to do.
 Every container, network and volume is labelled with the run id and removed afterwards.
 Test networks use the benchmarking range 198.18.0.0/15 and keep clear of every address the
-host talks to; every image a test needs is built before the first of them exists; nothing
+host talks to; every image a test needs is built before the first of them exists (the ARM
+images build beside the tests, see arm_builds, for lack of time, not of safety); nothing
 is sent to public addresses.
 """
 
@@ -12,7 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import docker
 import pytest
@@ -38,6 +39,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if "tests/e2e/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(pytest.mark.e2e)
+    # The ARM tests last: their images build under emulation while the others run.
+    items.sort(key=lambda item: "arm_images" in getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")
@@ -74,23 +77,28 @@ def lab(engine: docker.DockerClient) -> Iterator[Lab]:
 def lab_images(request: pytest.FixtureRequest, engine: docker.DockerClient) -> LabImages:
     """Pebble, FreeRADIUS, the bench and the browser image, built when missing (about three
     minutes the first time, Chromium most of it; needs Debian's mirror once) before any
-    test makes a network: a build must never download while a lab network exists. So are
-    the ARM images and kernels, when a selected test uses them."""
+    test makes a network: a build must never download while a lab network exists. The ARM
+    images and kernels, when a selected test uses them, start building here too."""
     try:
         images = ensure_lab_images(engine, IMAGE, log=print)
     except HelperError as error:
         pytest.fail(f"the end-to-end tests need the lab's images: {error}", pytrace=False)
     if any("arm_images" in getattr(item, "fixturenames", ()) for item in request.session.items):
-        request.getfixturevalue("arm_images")
+        request.getfixturevalue("arm_builds")
     return images
 
 
 @pytest.fixture(scope="session")
-def arm_images(engine: docker.DockerClient) -> dict[str, str]:
+def arm_builds() -> Iterator[dict[str, Future[str]]]:
     """The server's linux/arm64 and linux/arm/v7 images built from this checkout under
     binfmt emulation (VPN_TEST_IMAGE plus -arm64 / -armv7, the first time each on a new
-    Debian base of its architecture), and Debian's kernel for each. The two builds run at
-    once: each is one emulated CPU's work (dpkg runs one maintainer script at a time)."""
+    Debian base of its architecture), and Debian's kernel for each, in the background.
+
+    Each build is one emulated CPU's work (dpkg runs one maintainer script at a time) for up
+    to about 20 minutes, so they run beside the other tests, which go first (see
+    pytest_collection_modifyitems). They download from Debian's mirror while lab networks
+    exist: the lab's subnets keep clear of every address this host talks to, the mirror's
+    included (ikev2_vpn_helper.hostnet), so a network cannot cut them off."""
     wanted = [platforms.ARM64, platforms.ARMV7]
     plan = BuildPlan(context=repository_root(), ca_pems=tuple(read_ca_files(host_extra_cas())))
 
@@ -103,10 +111,15 @@ def arm_images(engine: docker.DockerClient) -> dict[str, str]:
         arm.ensure_kit(arm.target_for(platform.docker), log=print)
         return tags[platform]
 
+    with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
+        yield {platform.docker: pool.submit(build, platform) for platform in wanted}
+
+
+@pytest.fixture(scope="session")
+def arm_images(arm_builds: dict[str, Future[str]]) -> dict[str, str]:
+    """The ARM images' tags, once both are built (see arm_builds)."""
     try:
-        with ThreadPoolExecutor(max_workers=len(wanted)) as pool:
-            futures = {platform.docker: pool.submit(build, platform) for platform in wanted}
-            return {name: future.result() for name, future in futures.items()}
+        return {name: future.result() for name, future in arm_builds.items()}
     except HelperError as error:
         pytest.fail(f"the ARM tests need their images and kernels: {error}", pytrace=False)
 

@@ -1,16 +1,16 @@
 """The ARM images, proven on ARM: `vm arm-check` for linux/arm64 and linux/arm/v7.
 
-The images are built from this checkout under binfmt emulation before any lab network
-exists (conftest). Each boots on Debian's own ARM kernel under QEMU's full-system emulation
-(QEMU's user mode cannot run the server: it refuses XFRM and netfilter netlink sockets):
-the server makes its CA, a strongSwan client from the same image connects with a name and
-password and gets a pool address, the target sees the server's address, kernel IPsec is
-chosen. Then the amd64 image under test starts on the /data the ARM server made, and must
-write byte-identical client profiles; the Apple profile is signed, and a CMS signature
-differs every time (it holds the signing time, and ECDSA signatures are randomised), so
-there both signatures must verify against the CA and the signed contents be byte-identical.
-Start-up times under emulation are printed, not
-judged. Fails, never skips, when QEMU or the kernel cannot be had, and says what is missing.
+The images are built from this checkout under binfmt emulation while the other tests run
+(conftest's arm_builds); these tests run last. Each boots on Debian's own ARM kernel under
+QEMU's full-system emulation (QEMU's user mode cannot run the server: it refuses XFRM and
+netfilter netlink sockets): the server makes its CA, a strongSwan client from the same
+image connects with a name and password and gets a pool address, the target sees the
+server's address, kernel IPsec is chosen. Then the amd64 image under test starts on the
+/data the ARM server made, and must write byte-identical client profiles; the Apple profile
+is signed, and a CMS signature differs every time (it holds the signing time, and ECDSA
+signatures are randomised), so there both signatures must verify against the CA and the
+signed contents be byte-identical. Start-up times under emulation are printed, not judged.
+Fails, never skips, when QEMU or the kernel cannot be had, and says what is missing.
 """
 
 from __future__ import annotations
