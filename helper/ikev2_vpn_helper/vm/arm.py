@@ -39,7 +39,11 @@ import docker
 from docker.errors import APIError, ImageNotFound
 
 from .. import platforms
-from ..base import DEFAULT_MIRROR, Log
+from ..base import (
+    DEFAULT_MIRROR,
+    Log,
+    _run,  # one error line when a program fails
+)
 from ..check import Finding, evaluate
 from ..errors import HelperError
 from ..vpnclient import (
@@ -242,15 +246,6 @@ def _assemble_kit(target: ArmTarget, archives: Path, unpacked: Path, kit: Path) 
             _run(["dpkg-deb", "-x", str(deb), str(kit / "tree")], what="dpkg-deb")
     shutil.rmtree(kit / "tree/usr/share", ignore_errors=True)  # documentation, completions
     (kit / "version").write_text(version + "\n", encoding="utf-8")
-
-
-def _run(argv: list[str], *, what: str, cwd: Path | None = None) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=cwd)
-    if done.returncode != 0:
-        lines = (done.stderr or done.stdout).strip().splitlines()
-        raise HelperError(
-            f"{what} failed with status {done.returncode}: {lines[-1] if lines else 'no output'}"
-        )
 
 
 # --- the guest's tree ------------------------------------------------------------------------

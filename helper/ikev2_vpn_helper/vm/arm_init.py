@@ -238,8 +238,6 @@ def check(config: dict[str, Any]) -> dict[str, Any]:
         return result
     result["startup_s"] = round(ready, 1)
     result["profiles"] = profile_hashes()
-    esp_before = run(["sh", "-c", "grep -c '^esp4 ' /proc/modules || true"]).stdout.strip()
-    result["esp4_loaded_after_start"] = esp_before not in ("", "0")
     started_client = time.monotonic()
     done = run(
         in_ns("client", ["unshare", "--mount", "--propagation", "private",
